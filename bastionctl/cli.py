@@ -1,0 +1,483 @@
+"""The command line: parses, calls the core, prints. Heavy modules are imported late."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from bastionctl import __version__
+from bastionctl.config import Config, load_config, resolve_config_path
+from bastionctl.errors import BastionctlError, ConnectError, ExitStatus, UsageError
+from bastionctl.model import Bastion, Host, TunnelSpec, hostport
+
+FIXED_TUNNEL_COMMANDS = ("port",)
+
+
+@dataclass
+class App:
+    config_option: Path | None
+    debug: bool = False
+    _config: Config | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(resolve_config_path(self.config_option))
+        return self._config
+
+    def host(self, alias: str) -> Host:
+        inventory = self.config.inventory
+        if alias in inventory.hosts:
+            return inventory.hosts[alias]
+        if alias in inventory.bastions:
+            raise UsageError(
+                f"{alias} is a bastion; tunnels go to a host behind it",
+                f"hosts: {', '.join(sorted(inventory.hosts)) or 'none'}",
+            )
+        raise UsageError(f"unknown host '{alias}'", _known_hosts_hint(self.config))
+
+    def endpoint_alias(self, alias: str) -> str:
+        inventory = self.config.inventory
+        if alias in inventory.bastions or alias in inventory.hosts:
+            return alias
+        raise UsageError(
+            f"unknown bastion '{alias}'",
+            f"bastions: {', '.join(sorted(inventory.bastions)) or 'none'}"
+            + ("" if inventory.bastions else f" ({_config_hint(self.config)})"),
+        )
+
+
+def _config_hint(config: Config) -> str:
+    if config.path is None:
+        return "no config found: run `bastionctl lab up` or write config.toml (see configs/)"
+    return f"config: {config.path}"
+
+
+def _known_hosts_hint(config: Config) -> str:
+    names = sorted(config.inventory.hosts)
+    if not names:
+        return f"no hosts in the inventory ({_config_hint(config)})"
+    return f"valid hosts: {', '.join(names)}"
+
+
+def _err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Config file (default: $BASTIONCTL_CONFIG, then the user config dir).",
+)
+@click.option("--debug", is_flag=True, help="Debug logging and tracebacks on errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Say what is happening.")
+@click.version_option(__version__, prog_name="bastionctl")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, debug: bool, verbose: bool) -> None:
+    """Inventory, ssh config and 2FA tunnels for hosts behind an SSH bastion."""
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not debug:
+        logging.getLogger("paramiko").setLevel(logging.WARNING)
+    ctx.obj = App(config_option=config_path, debug=debug)
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+# ---------------------------------------------------------------- hosts
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_obj
+def hosts(app: App, as_json: bool) -> None:
+    """List the bastions and hosts of the inventory."""
+    inventory = app.config.inventory
+    rows: list[dict[str, Any]] = []
+    for bastion in sorted(inventory.bastions.values(), key=lambda b: b.alias):
+        rows.append(_endpoint_row(bastion, "bastion"))
+    for host in sorted(inventory.hosts.values(), key=lambda h: (h.bastion, h.alias)):
+        rows.append(_endpoint_row(host, "host"))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        _err(f"the inventory is empty ({_config_hint(app.config)})")
+        return
+    columns = ("alias", "role", "platform", "address", "user", "bastion", "services")
+    table = [
+        [str(row.get(c) or "-") if c != "services" else ",".join(row[c]) or "-" for c in columns]
+        for row in rows
+    ]
+    widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for r in table:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _endpoint_row(endpoint: Bastion | Host, role: str) -> dict[str, Any]:
+    return {
+        "alias": endpoint.alias,
+        "role": role,
+        "platform": getattr(endpoint, "platform", None),
+        "address": endpoint.connect_host,
+        "ipv6": endpoint.ipv6,
+        "ipv4": endpoint.ipv4,
+        "fqdn": endpoint.fqdn,
+        "user": endpoint.user,
+        "port": endpoint.port,
+        "identity_file": str(endpoint.identity_file) if endpoint.identity_file else None,
+        "bastion": getattr(endpoint, "bastion", None),
+        "services": list(getattr(endpoint, "services", ())),
+    }
+
+
+# ---------------------------------------------------------------- tunnel
+
+
+class TunnelGroup(click.Group):
+    """`tunnel SERVICE HOST` for any service in the catalogue, plus fixed subcommands."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), "rdp", "mysql", "mssql"})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or _service_command(cmd_name)
+
+
+def _tunnel_options(func: Any) -> Any:
+    func = click.option(
+        "--bind", default=None, help="Local address to listen on (default 127.0.0.1)."
+    )(func)
+    func = click.option(
+        "--local-port", type=click.IntRange(0, 65535), default=None, help="Local port."
+    )(func)
+    return func
+
+
+def _service_command(name: str) -> click.Command:
+    @click.command(name=name, help=f"Forward a local port to the {name} service of HOST.")
+    @click.argument("host")
+    @_tunnel_options
+    @click.pass_obj
+    def command(app: App, host: str, local_port: int | None, bind: str | None) -> None:
+        service = app.config.services.get(name)
+        target = app.host(host)
+        if service.name not in target.services:
+            _err(
+                f"note: {target.alias} does not list {service.name} among its services "
+                f"({', '.join(target.services) or 'none'}); trying anyway"
+            )
+        run_tunnel(app, target, service.remote_port, local_port, bind, service.name)
+
+    return command
+
+
+@cli.group(cls=TunnelGroup)
+def tunnel() -> None:
+    """Forward a local port through the bastion: tunnel rdp|mysql|mssql|SERVICE HOST."""
+
+
+@tunnel.command("port")
+@click.argument("host")
+@click.argument("remote_port", type=click.IntRange(1, 65535))
+@_tunnel_options
+@click.pass_obj
+def tunnel_port(
+    app: App, host: str, remote_port: int, local_port: int | None, bind: str | None
+) -> None:
+    """Forward a local port to REMOTE_PORT on HOST's loopback."""
+    run_tunnel(app, app.host(host), remote_port, local_port, bind, None)
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _raise_terminated(_signum: int, _frame: FrameType | None) -> None:
+    raise _Terminated
+
+
+def run_tunnel(
+    app: App,
+    host: Host,
+    remote_port: int,
+    local_port: int | None,
+    bind: str | None,
+    service_name: str | None,
+) -> None:
+    from bastionctl.otp import SecretStore, UsedSteps
+    from bastionctl.prompting import terminal_ask
+    from bastionctl.ssh.connect import Session
+    from bastionctl.ssh.tunnel import Tunnel
+
+    config = app.config
+    service = config.services.get(service_name) if service_name else None
+    if local_port is None:
+        local_port = service.local_port if service else _default_raw_local_port(remote_port)
+    spec = TunnelSpec(
+        host=host,
+        bastion=config.inventory.bastion_for(host),
+        remote_port=remote_port,
+        local_port=local_port,
+        bind=bind or config.settings.bind,
+        service=service,
+    )
+    session = Session(
+        settings=config.settings,
+        ask=terminal_ask,
+        notify=lambda message: _err(f"bastionctl: {message}"),
+        secrets=SecretStore(),
+        used_steps=UsedSteps(),
+    )
+
+    def on_event(kind: str, message: str) -> None:
+        if kind == "error":
+            _err(f"bastionctl: {message}")
+        else:
+            logging.getLogger("bastionctl.tunnel").info("%s: %s", kind, message)
+
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        with Tunnel(spec, session, on_event) as active:
+            port = active.local_port
+            click.echo(f"Tunnel open: {spec.label} via {spec.bastion.alias}")
+            click.echo(
+                f"  listening on {hostport(spec.bind, port)} -> "
+                f"{spec.remote_host}:{spec.remote_port} on {host.alias}"
+            )
+            click.echo(f"  connect with: {spec.connection_string(port)}")
+            click.echo("Press Ctrl-C to close.")
+            sys.stdout.flush()
+            try:
+                reason = active.wait()
+            except (KeyboardInterrupt, _Terminated):
+                reason = None
+        if reason:
+            raise ConnectError(f"tunnel {spec.label} closed: {reason}", "open it again")
+        click.echo("Tunnel closed.")
+    except _Terminated:
+        raise KeyboardInterrupt from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _default_raw_local_port(remote_port: int) -> int:
+    return 50000 + remote_port if remote_port <= 15535 else 0
+
+
+
+# ---------------------------------------------------------------- otp
+
+
+@cli.group()
+def otp() -> None:
+    """TOTP secrets for bastions, kept in the OS keyring."""
+
+
+@otp.command("set")
+@click.argument("bastion")
+@click.pass_obj
+def otp_set(app: App, bastion: str) -> None:
+    """Store the TOTP secret (base32 or otpauth:// URI) read from a prompt or stdin."""
+    from bastionctl.otp import SecretStore, parse_secret
+    from bastionctl.prompting import read_secret_input
+
+    alias = app.endpoint_alias(bastion)
+    secret = parse_secret(read_secret_input(f"TOTP secret or otpauth:// URI for {alias}: "))
+    store = SecretStore()
+    store.set(alias, secret)
+    click.echo(f"Stored the TOTP secret for {alias} in the keyring ({store.backend_name()}).")
+
+
+@otp.command("code")
+@click.argument("bastion")
+@click.pass_obj
+def otp_code(app: App, bastion: str) -> None:
+    """Print the current TOTP code for BASTION (seconds left go to stderr)."""
+    from bastionctl.errors import SecretStoreError
+    from bastionctl.otp import SecretStore
+
+    alias = app.endpoint_alias(bastion)
+    secret = SecretStore().get(alias)
+    if secret is None:
+        raise SecretStoreError(
+            f"no TOTP secret stored for {alias}", f"store it with `bastionctl otp set {alias}`"
+        )
+    click.echo(secret.code(secret.step()))
+    _err(f"({secret.seconds_left():.0f} s left in this step)")
+
+
+@otp.command("remove")
+@click.argument("bastion")
+@click.pass_obj
+def otp_remove(app: App, bastion: str) -> None:
+    """Remove the stored TOTP secret of BASTION."""
+    from bastionctl.errors import SecretStoreError
+    from bastionctl.otp import SecretStore
+
+    alias = app.endpoint_alias(bastion)
+    if not SecretStore().delete(alias):
+        raise SecretStoreError(f"no TOTP secret stored for {alias}; nothing removed")
+    click.echo(f"Removed the TOTP secret for {alias}.")
+
+
+@otp.command("status")
+@click.argument("bastion", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def otp_status(app: App, bastion: str | None, as_json: bool) -> None:
+    """Whether a TOTP secret is stored, per bastion (never shows the secret)."""
+    from bastionctl.errors import SecretStoreError
+    from bastionctl.otp import SecretStore
+
+    store = SecretStore()
+    aliases = [app.endpoint_alias(bastion)] if bastion else sorted(app.config.inventory.bastions)
+    rows = []
+    for alias in aliases:
+        try:
+            stored: bool | None = store.get(alias) is not None
+            problem = None
+        except SecretStoreError as exc:
+            stored, problem = None, exc.message
+        rows.append({"bastion": alias, "stored": stored, "problem": problem})
+    try:
+        backend = store.backend_name()
+    except Exception:  # keyring may fail to even name its backend
+        backend = "unavailable"
+    if as_json:
+        click.echo(json.dumps({"backend": backend, "bastions": rows}, indent=2))
+        return
+    click.echo(f"keyring backend: {backend}")
+    for row in rows:
+        state = row["problem"] or (
+            "secret stored" if row["stored"] else "no secret (asks for codes)"
+        )
+        click.echo(f"  {row['bastion']}: {state}")
+
+
+# ---------------------------------------------------------------- lab
+
+
+def _lab_spec() -> Any:
+    from bastionctl.lab import LabSpec
+
+    # One lab per name; tests run their own beside the operator's.
+    name = os.environ.get("BASTIONCTL_LAB_NAME", "bcl")
+    try:
+        net_id = int(os.environ.get("BASTIONCTL_LAB_NET_ID", "1"))
+    except ValueError:
+        raise UsageError("BASTIONCTL_LAB_NET_ID must be a number from 1 to 255") from None
+    root = os.environ.get("BASTIONCTL_LAB_DIR")
+    default_root = Path("/var/lib/bastionctl-lab") / name
+    return LabSpec(name=name, net_id=net_id, root=Path(root) if root else default_root)
+
+
+@cli.group()
+def lab() -> None:
+    """The local 2FA lab: bastion + private hosts in network namespaces (root, Linux)."""
+
+
+@lab.command("up")
+@click.pass_obj
+def lab_up(app: App) -> None:
+    """Build the lab (idempotent) and write a config that points bastionctl at it."""
+    from bastionctl import lab as lab_module
+    from bastionctl import paths
+    from bastionctl.atomic import write_atomic
+    from bastionctl.errors import SecretStoreError
+    from bastionctl.otp import SecretStore, parse_secret
+
+    lab_module.check_prerequisites()
+    info = lab_module.up(_lab_spec())
+    config_file = paths.lab_config_file()
+    write_atomic(config_file, lab_module.render_config(info))
+    click.echo(f"Lab is up under {info.root}.")
+    click.echo(f"  config: {config_file} (used when no config.toml exists)")
+    try:
+        SecretStore().set(info.bastion_alias, parse_secret(info.read_secret(bulk=False)))
+        click.echo(f"  TOTP secret of {info.bastion_alias} stored in the keyring")
+    except SecretStoreError as exc:
+        click.echo(
+            f"  {exc.message}: you will be asked for codes; the secret is the first line of "
+            f"{info.op_secret_file} (root only)"
+        )
+    click.echo("Try: bastionctl hosts; bastionctl tunnel mysql server-02")
+
+
+@lab.command("down")
+def lab_down() -> None:
+    """Stop every lab process and remove its namespaces, users and files."""
+    from bastionctl import lab as lab_module
+    from bastionctl import paths
+
+    lab_module.check_prerequisites()
+    for line in lab_module.down(_lab_spec()):
+        click.echo(line)
+    config_file = paths.lab_config_file()
+    if config_file.exists():
+        config_file.unlink()
+        click.echo(f"removed {config_file}")
+
+
+@lab.command("status")
+def lab_status() -> None:
+    """Show each lab component; exit 1 when the lab is not fully up."""
+    from bastionctl import lab as lab_module
+
+    state = lab_module.status(_lab_spec())
+    for line in state.lines():
+        click.echo(line)
+    if not state.healthy:
+        raise click.exceptions.Exit(ExitStatus.FAILURE)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        result = cli.main(args=args, prog_name="bastionctl", standalone_mode=False)
+        status = int(result) if isinstance(result, int) else ExitStatus.OK
+    except click.exceptions.Exit as exc:
+        status = exc.exit_code
+    except click.UsageError as exc:
+        exc.show()
+        status = ExitStatus.USAGE
+    except click.Abort:
+        _err("bastionctl: interrupted")
+        status = ExitStatus.INTERRUPTED
+    except BastionctlError as exc:
+        if debug:
+            traceback.print_exc()
+        _err(f"bastionctl: error: {exc}")
+        status = exc.exit_status
+    except KeyboardInterrupt:
+        _err("bastionctl: interrupted")
+        status = ExitStatus.INTERRUPTED
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        _err(
+            f"bastionctl: internal error: {type(exc).__name__}: {exc} "
+            "(run with --debug for the traceback and report it)"
+        )
+        status = ExitStatus.FAILURE
+    sys.exit(status)

@@ -1,0 +1,332 @@
+"""Settings and the static inventory: TOML in, typed and validated frozen objects out."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bastionctl import paths, validate
+from bastionctl.errors import ConfigError
+from bastionctl.model import Bastion, Host, Inventory, Service
+from bastionctl.services import ServiceCatalogue
+
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+
+
+@dataclass(frozen=True)
+class Settings:
+    known_hosts: tuple[Path, ...] = (Path(DEFAULT_KNOWN_HOSTS).expanduser(),)
+    connect_timeout: float = 15.0
+    keepalive_interval: int = 15
+    bind: str = "127.0.0.1"
+    default_user: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    settings: Settings = field(default_factory=Settings)
+    services: ServiceCatalogue = field(default_factory=ServiceCatalogue.with_builtins)
+    inventory: Inventory = field(default_factory=Inventory)
+
+
+def resolve_config_path(explicit: Path | None) -> Path | None:
+    """--config, then $BASTIONCTL_CONFIG, then config.toml, then the lab's config if any."""
+    for candidate, must_exist in (
+        (explicit, True),
+        (paths.env_config_file(), True),
+        (paths.default_config_file(), False),
+        (paths.lab_config_file(), False),
+    ):
+        if candidate is None:
+            continue
+        if candidate.is_file():
+            return candidate
+        if must_exist:
+            raise ConfigError(
+                f"config file {candidate} does not exist",
+                "check --config / BASTIONCTL_CONFIG (examples are in configs/)",
+            )
+    return None
+
+
+def load_config(path: Path | None) -> Config:
+    if path is None:
+        return Config(path=None)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {path} is not UTF-8 text") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return _Parser(text, path).config(data)
+
+
+# A field: how to check and convert its raw TOML value.
+Converter = Callable[[Any], Any]
+
+
+def _str(check: Callable[[str], Any]) -> Converter:
+    def convert(value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        return check(value)
+
+    return convert
+
+
+def _positive_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError("must be a positive number")
+    return float(value)
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+def _str_list(check: Callable[[str], Any]) -> Converter:
+    def convert(value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError("must be a string or a list of strings")
+        return tuple(check(v) for v in value)
+
+    return convert
+
+
+def _platform(value: Any) -> str:
+    if value not in ("linux", "windows"):
+        raise ValueError("must be 'linux' or 'windows'")
+    return str(value)
+
+
+def _connection_template(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    try:
+        value.format(host="127.0.0.1", port=1)
+    except (KeyError, IndexError, ValueError):
+        raise ValueError("may only use the placeholders {host} and {port}") from None
+    return value
+
+
+def _bind(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return validate.hostname(value) if value not in ("localhost",) else value
+
+
+SETTINGS_FIELDS: dict[str, Converter] = {
+    "known_hosts": _str_list(validate.path),
+    "connect_timeout": _positive_number,
+    "keepalive_interval": _positive_int,
+    "bind": _bind,
+    "default_user": _str(validate.user),
+}
+ENDPOINT_FIELDS: dict[str, Converter] = {
+    "user": _str(validate.user),
+    "port": validate.port,
+    "ipv6": _str(validate.ipv6),
+    "ipv4": _str(validate.ipv4),
+    "fqdn": _str(validate.fqdn),
+    "hostname": _str(validate.hostname),
+    "identity_file": _str(validate.path),
+}
+BASTION_FIELDS: dict[str, Converter] = {**ENDPOINT_FIELDS, "otp_single_use": _bool}
+HOST_FIELDS: dict[str, Converter] = {
+    **ENDPOINT_FIELDS,
+    "bastion": _str(validate.alias),
+    "platform": _platform,
+    "services": _str_list(validate.service_name),
+}
+SERVICE_FIELDS: dict[str, Converter] = {
+    "port": validate.port,
+    "local_port": validate.port,
+    "connection": _connection_template,
+    "aliases": _str_list(validate.service_name),
+    "description": _str(str),
+}
+TOP_LEVEL = ("settings", "services", "bastions", "hosts")
+
+
+class _Parser:
+    def __init__(self, text: str, path: Path) -> None:
+        self.lines = text.splitlines()
+        self.path = path
+
+    def error(self, table: tuple[str, ...], key: str | None, why: str) -> ConfigError:
+        line = self._line_of(table, key)
+        where = f"{self.path}:{line}" if line else str(self.path)
+        name = ".".join((*table, key) if key else table)
+        return ConfigError(f"{where}: {name}: {why}")
+
+    def _line_of(self, table: tuple[str, ...], key: str | None) -> int | None:
+        """Best-effort line number of `key` inside `[table]` (or of the table header)."""
+        header_re = re.compile(r"^\s*\[\[?\s*(.+?)\s*\]\]?\s*(#.*)?$")
+        current: tuple[str, ...] = ()
+        header_line: int | None = None
+        for number, raw in enumerate(self.lines, start=1):
+            match = header_re.match(raw)
+            if match:
+                current = tuple(p.strip().strip("\"'") for p in match.group(1).split("."))
+                if current == table and key is None:
+                    return number
+                if current == table:
+                    header_line = number
+                continue
+            if key is not None and current == table:
+                key_match = re.match(r"^\s*[\"']?([^\"'=\s]+)[\"']?\s*=", raw)
+                if key_match and key_match.group(1) == key:
+                    return number
+        return header_line
+
+    def fields(
+        self, table: tuple[str, ...], raw: Any, spec: Mapping[str, Converter]
+    ) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            raise self.error(table, None, "must be a table")
+        out: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key not in spec:
+                raise self.error(table, key, f"unknown key (valid: {', '.join(sorted(spec))})")
+            try:
+                out[key] = spec[key](value)
+            except ValueError as exc:
+                raise self.error(table, key, f"{exc}, got {value!r}") from None
+        return out
+
+    def named_tables(self, data: Mapping[str, Any], section: str) -> dict[str, Any]:
+        raw = data.get(section, {})
+        if not isinstance(raw, dict):
+            raise self.error((section,), None, "must be a table of named tables")
+        for name in raw:
+            try:
+                validate.alias(name)
+            except ValueError as exc:
+                raise self.error((section, name), None, f"bad name: {exc}") from None
+        return raw
+
+    def config(self, data: Mapping[str, Any]) -> Config:
+        for key in data:
+            if key not in TOP_LEVEL:
+                raise self.error((), key, f"unknown section (valid: {', '.join(TOP_LEVEL)})")
+        settings = self.settings(data.get("settings", {}))
+        services = self.services(data)
+        bastions = {
+            name: self.bastion(name, raw, settings)
+            for name, raw in self.named_tables(data, "bastions").items()
+        }
+        hosts = {
+            name: self.host(name, raw, settings, bastions, services)
+            for name, raw in self.named_tables(data, "hosts").items()
+        }
+        for name in hosts:
+            if name in bastions:
+                raise self.error(("hosts", name), None, "is also defined as a bastion")
+        return Config(self.path, settings, services, Inventory(bastions, hosts))
+
+    def settings(self, raw: Any) -> Settings:
+        values = self.fields(("settings",), raw, SETTINGS_FIELDS)
+        if "known_hosts" in values:
+            values["known_hosts"] = tuple(self.local_path(p) for p in values["known_hosts"])
+        return Settings(**values)
+
+    def services(self, data: Mapping[str, Any]) -> ServiceCatalogue:
+        extra: list[Service] = []
+        for name, raw in self.named_tables(data, "services").items():
+            table = ("services", name)
+            try:
+                validate.service_name(name)
+            except ValueError as exc:
+                raise self.error(table, None, f"bad service name: {exc}") from None
+            values = self.fields(table, raw, SERVICE_FIELDS)
+            if "port" not in values:
+                raise self.error(table, "port", "missing (the service's port on the host)")
+            extra.append(
+                Service(
+                    name=name,
+                    remote_port=values["port"],
+                    local_port=values.get("local_port", _default_local_port(values["port"])),
+                    connection=values.get("connection", "{host}:{port}"),
+                    aliases=values.get("aliases", ()),
+                    description=values.get("description", ""),
+                )
+            )
+        return ServiceCatalogue.with_builtins(extra)
+
+    def local_path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self.path.parent / path)
+
+    def endpoint_values(
+        self, table: tuple[str, ...], values: dict[str, Any], settings: Settings
+    ) -> dict[str, Any]:
+        if "user" not in values:
+            if settings.default_user is None:
+                raise self.error(table, "user", "missing (or set settings.default_user)")
+            values["user"] = settings.default_user
+        if "identity_file" in values:
+            values["identity_file"] = self.local_path(values["identity_file"])
+        if not any(values.get(k) for k in ("hostname", "ipv6", "ipv4", "fqdn")):
+            raise self.error(table, None, "needs an address: one of hostname, ipv6, ipv4, fqdn")
+        return values
+
+    def bastion(self, name: str, raw: Any, settings: Settings) -> Bastion:
+        table = ("bastions", name)
+        values = self.endpoint_values(table, self.fields(table, raw, BASTION_FIELDS), settings)
+        return Bastion(alias=name, **values)
+
+    def host(
+        self,
+        name: str,
+        raw: Any,
+        settings: Settings,
+        bastions: Mapping[str, Bastion],
+        services: ServiceCatalogue,
+    ) -> Host:
+        table = ("hosts", name)
+        values = self.endpoint_values(table, self.fields(table, raw, HOST_FIELDS), settings)
+        if "bastion" not in values:
+            if len(bastions) != 1:
+                why = "no bastion is defined" if not bastions else "missing (several bastions)"
+                raise self.error(table, "bastion", why)
+            values["bastion"] = next(iter(bastions))
+        elif values["bastion"] not in bastions:
+            known = ", ".join(sorted(bastions)) or "none defined"
+            raise self.error(table, "bastion", f"unknown bastion {values['bastion']!r} ({known})")
+        platform = values.get("platform", "linux")
+        if "services" not in values:
+            values["services"] = ("rdp",) if platform == "windows" else ()
+        for service in values["services"]:
+            if service not in services:
+                known = ", ".join(services.names())
+                raise self.error(table, "services", f"unknown service {service!r} ({known})")
+        values["services"] = tuple(services.get(s).name for s in values["services"])
+        return Host(alias=name, **values)
+
+
+def _default_local_port(remote_port: int) -> int:
+    """The seed's scheme: 3389 -> 53389, 3306 -> 53306, 1433 -> 51433."""
+    return 50000 + remote_port if remote_port <= 15535 else remote_port

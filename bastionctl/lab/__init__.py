@@ -1,0 +1,17 @@
+"""The local lab: a 2FA OpenSSH bastion and private hosts in network namespaces."""
+
+from .build import LabStatus, check_prerequisites, down, status, up
+from .info import HostInfo, LabInfo, render_config
+from .spec import LabSpec
+
+__all__ = [
+    "HostInfo",
+    "LabInfo",
+    "LabSpec",
+    "LabStatus",
+    "check_prerequisites",
+    "down",
+    "render_config",
+    "status",
+    "up",
+]

@@ -1,0 +1,80 @@
+"""What the lab is made of: names, addresses, users, paths. Pure data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+BASTION = "server-01"
+DOMAIN = "lab.bastionctl.test"
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    alias: str
+    index: int  # last group of the private IPv6 address
+    platform: str
+    # port -> kind; a kind ending in "-standin" is an echo server named as such
+    services: dict[int, str]
+    config_services: tuple[str, ...]
+
+
+TARGETS = (
+    TargetPlan("server-02", 2, "linux", {3306: "mariadb"}, ("mysql",)),
+    TargetPlan("server-03", 3, "windows", {3389: "xrdp", 1433: "mssql-standin"}, ("rdp", "mssql")),
+    TargetPlan(
+        "server-04", 4, "windows", {3389: "rdp-standin", 1433: "mssql-standin"}, ("rdp", "mssql")
+    ),
+)
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    name: str = "bcl"
+    net_id: int = 1
+    root: Path = Path("/var/lib/bastionctl-lab/bcl")
+
+    def __post_init__(self) -> None:
+        if not (self.name.isalnum() and self.name.islower() and 2 <= len(self.name) <= 6):
+            raise ValueError("lab name must be 2-6 lower-case letters or digits")
+        if not 1 <= self.net_id <= 255:
+            raise ValueError("lab net_id must be 1..255")
+
+    # Namespaces and links.
+    @property
+    def bastion_ns(self) -> str:
+        return f"{self.name}-bastion"
+
+    def target_ns(self, target: TargetPlan) -> str:
+        return f"{self.name}-srv{target.index:02d}"
+
+    @property
+    def host_veth(self) -> str:
+        return f"{self.name}-h0"
+
+    # Addresses.
+    def public6(self, last: int) -> str:
+        return f"fd00:bc1:{self.net_id:x}:1::{last:x}"
+
+    def private6(self, last: int) -> str:
+        return f"fd00:bc1:{self.net_id:x}:2::{last:x}"
+
+    @property
+    def private_prefix(self) -> str:
+        return f"fd00:bc1:{self.net_id:x}:2::/64"
+
+    def public4(self, last: int) -> str:
+        return f"10.213.{self.net_id}.{last}"
+
+    # Users.
+    @property
+    def op_user(self) -> str:
+        return f"{self.name}-op"
+
+    @property
+    def bulk_user(self) -> str:
+        return f"{self.name}-bulk"
+
+    @property
+    def netns_etc(self) -> Path:
+        return Path("/etc/netns") / self.bastion_ns

@@ -1,0 +1,170 @@
+"""Logging in on a paramiko Transport: publickey and keyboard-interactive, in either order.
+
+Each keyboard-interactive prompt is answered on its own: a TOTP-looking prompt from the
+keyring secret when there is one, anything else (or no secret) by asking the user.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import paramiko
+
+from bastionctl.errors import AuthError, ConfigError
+from bastionctl.model import Endpoint
+from bastionctl.otp import TotpSource, looks_like_totp_prompt
+
+log = logging.getLogger(__name__)
+
+# Asks the user; (prompt, echo) -> answer. Raises AuthError when nobody can answer.
+Asker = Callable[[str, bool], str]
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def sanitise_prompt(text: str) -> str:
+    """Server text shown to the user: no terminal control sequences, bounded length."""
+    return CONTROL_CHARS.sub("", text).strip()[:200]
+
+
+class PromptAnswerer:
+    """The keyboard-interactive handler for one login."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        totp_factory: Callable[[], TotpSource | None],
+        ask: Asker,
+    ) -> None:
+        self.endpoint = endpoint
+        self.ask = ask
+        self.totp_answers = 0
+        # Looked up on the first TOTP prompt only: key-only targets never touch the keyring.
+        self._totp_factory = totp_factory
+        self._totp: TotpSource | None = None
+        self._totp_resolved = False
+
+    def _totp_source(self) -> TotpSource | None:
+        if not self._totp_resolved:
+            self._totp = self._totp_factory()
+            self._totp_resolved = True
+        return self._totp
+
+    def __call__(
+        self, title: str, instructions: str, prompts: Sequence[tuple[str, bool]]
+    ) -> list[str]:
+        answers: list[str] = []
+        for prompt, echo in prompts:
+            text = sanitise_prompt(prompt) or "Response:"
+            totp = self._totp_source() if looks_like_totp_prompt(text) else None
+            if totp is not None:
+                log.info("answering %r for %s from the keyring", text, self.endpoint.alias)
+                answers.append(totp.next_code())
+                self.totp_answers += 1
+            else:
+                log.info("asking the user %r for %s", text, self.endpoint.alias)
+                answers.append(self.ask(f"{self.endpoint.alias}: {text}", echo))
+        return answers
+
+
+def load_identity(endpoint: Endpoint, ask: Asker) -> list[paramiko.PKey]:
+    """The endpoint's identity file, or the keys of a running ssh-agent."""
+    path = endpoint.identity_file
+    if path is None:
+        keys = list(paramiko.Agent().get_keys())
+        if not keys:
+            raise ConfigError(
+                f"no identity_file for {endpoint.alias} and no keys in ssh-agent",
+                "set identity_file for it in the config or ssh-add a key",
+            )
+        return keys  # type: ignore[return-value]
+    return [_load_key_file(endpoint.alias, path, ask)]
+
+
+def _load_key_file(alias: str, path: Path, ask: Asker) -> paramiko.PKey:
+    if not path.is_file():
+        raise ConfigError(f"identity file {path} for {alias} does not exist")
+    try:
+        return paramiko.PKey.from_path(path)
+    except paramiko.PasswordRequiredException:
+        passphrase = ask(f"Passphrase for {path}:", False)
+        try:
+            return paramiko.PKey.from_path(path, password=passphrase)
+        except paramiko.SSHException:
+            raise AuthError(f"wrong passphrase for identity file {path}") from None
+    except (paramiko.SSHException, OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load identity file {path} for {alias}: {exc}") from None
+
+
+def authenticate(
+    transport: paramiko.Transport,
+    endpoint: Endpoint,
+    keys: Sequence[paramiko.PKey],
+    answerer: PromptAnswerer,
+) -> None:
+    """Log in with whatever the server asks for, each method at most once.
+
+    A rejected keyboard-interactive answer is never retried: the bastion counts every
+    attempt against its rate limit and fail2ban watches its log.
+    """
+    user = endpoint.user
+    try:
+        transport.auth_none(user)
+        return
+    except paramiko.BadAuthenticationType as exc:
+        allowed = list(exc.allowed_types)
+    except paramiko.SSHException as exc:
+        raise AuthError(f"{endpoint.alias} closed the connection during login: {exc}") from None
+    tried: set[str] = set()
+    while not transport.is_authenticated():
+        if "publickey" in allowed and "publickey" not in tried:
+            tried.add("publickey")
+            allowed = _publickey(transport, endpoint, keys)
+        elif "keyboard-interactive" in allowed and "keyboard-interactive" not in tried:
+            tried.add("keyboard-interactive")
+            allowed = _interactive(transport, endpoint, answerer)
+        else:
+            raise AuthError(
+                f"{endpoint.alias} wants {', '.join(allowed) or 'nothing we can offer'} "
+                f"after {', '.join(sorted(tried)) or 'none'}; bastionctl offers publickey "
+                "and keyboard-interactive",
+            )
+
+
+def _publickey(
+    transport: paramiko.Transport, endpoint: Endpoint, keys: Sequence[paramiko.PKey]
+) -> list[str]:
+    for key in keys:
+        try:
+            return list(transport.auth_publickey(endpoint.user, key))
+        except paramiko.BadAuthenticationType as exc:
+            return list(exc.allowed_types)
+        except paramiko.AuthenticationException:
+            continue
+        except paramiko.SSHException as exc:
+            raise AuthError(f"{endpoint.alias}: public key login failed: {exc}") from None
+    raise AuthError(
+        f"{endpoint.alias} refused the key for {endpoint.user}@{endpoint.connect_host}",
+        f"check identity_file ({endpoint.identity_file or 'ssh-agent'}) and the user name",
+    )
+
+
+def _interactive(
+    transport: paramiko.Transport, endpoint: Endpoint, answerer: PromptAnswerer
+) -> list[str]:
+    try:
+        return list(transport.auth_interactive(endpoint.user, answerer))
+    except paramiko.BadAuthenticationType as exc:
+        return list(exc.allowed_types)
+    except paramiko.AuthenticationException:
+        source = "the keyring's TOTP secret" if answerer.totp_answers else "the code you typed"
+        raise AuthError(
+            f"{endpoint.alias} rejected the keyboard-interactive login ({source}); "
+            "not retrying, so the bastion does not lock you out",
+            f"check the secret with `bastionctl otp code {endpoint.alias}` against your "
+            "authenticator app, and the clock",
+        ) from None
+    except paramiko.SSHException as exc:
+        raise AuthError(f"{endpoint.alias}: keyboard-interactive login failed: {exc}") from None

@@ -1,0 +1,180 @@
+"""A local TCP listener whose connections are carried over SSH `direct-tcpip` channels."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import socket
+import threading
+from collections.abc import Callable
+
+import paramiko
+
+from bastionctl.errors import ConnectError, PortInUseError
+from bastionctl.model import hostport
+
+log = logging.getLogger(__name__)
+
+# Opens the SSH channel for one accepted connection; gets the client's (address, port).
+ChannelOpener = Callable[[tuple[str, int]], paramiko.Channel]
+EventSink = Callable[[str, str], None]
+CHUNK = 256 * 1024
+
+
+class LocalForwarder:
+    def __init__(
+        self,
+        bind: str,
+        port: int,
+        open_channel: ChannelOpener,
+        on_event: EventSink | None = None,
+    ) -> None:
+        self.bind_address = bind
+        self.requested_port = port
+        self.open_channel = open_channel
+        self.on_event = on_event or (lambda _kind, _message: None)
+        self.bytes_in = 0  # from the remote service to the local client
+        self.bytes_out = 0
+        self.connections = 0
+        self.active = 0
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._open: set[tuple[socket.socket, paramiko.Channel]] = set()
+
+    @property
+    def port(self) -> int:
+        if self._listener is None:
+            return self.requested_port
+        return int(self._listener.getsockname()[1])
+
+    def listen(self) -> int:
+        """Bind and listen now, before any login, so a taken port costs no TOTP code."""
+        try:
+            infos = socket.getaddrinfo(
+                self.bind_address,
+                self.requested_port,
+                type=socket.SOCK_STREAM,
+                flags=socket.AI_PASSIVE,
+            )
+        except socket.gaierror as exc:
+            raise ConnectError(f"cannot bind to {self.bind_address!r}: {exc.strerror}") from None
+        family, kind, proto, _name, address = infos[0]
+        listener = socket.socket(family, kind, proto)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind(address)
+            listener.listen(64)
+        except OSError as exc:
+            listener.close()
+            shown = hostport(self.bind_address, self.requested_port)
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(
+                    f"local port {self.requested_port} is already in use on {shown}",
+                    "stop what uses it or choose another with --local-port",
+                ) from None
+            raise ConnectError(f"cannot listen on {shown}: {exc.strerror}") from None
+        self._listener = listener
+        return self.port
+
+    def start(self) -> None:
+        if self._listener is None:
+            self.listen()
+        self._thread = threading.Thread(
+            target=self._accept_loop, name=f"forward-{self.port}", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self._closing.set()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            # shutdown() wakes the accept() blocked in the other thread; close() alone
+            # would leave the port bound until that thread returns.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        with self._lock:
+            pairs = list(self._open)
+        for sock, channel in pairs:
+            _close_quietly(sock, channel)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _accept_loop(self) -> None:
+        listener = self._listener
+        assert listener is not None
+        while not self._closing.is_set():
+            try:
+                client, peer = listener.accept()
+            except OSError:
+                if self._closing.is_set():
+                    return
+                log.exception("accept failed on port %s", self.port)
+                continue
+            threading.Thread(
+                target=self._serve, args=(client, peer), name="forward-conn", daemon=True
+            ).start()
+
+    def _serve(self, client: socket.socket, peer: tuple[str, int]) -> None:
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            channel = self.open_channel((str(peer[0]), int(peer[1])))
+        except Exception as exc:  # any failure: refuse this client, keep the listener
+            self.on_event("error", f"connection from {peer[0]} refused: {exc}")
+            client.close()
+            return
+        with self._lock:
+            self.connections += 1
+            self.active += 1
+            self._open.add((client, channel))
+        self.on_event("connection", f"connection from {peer[0]}:{peer[1]}")
+        upstream = threading.Thread(
+            target=self._client_to_channel, args=(client, channel), daemon=True
+        )
+        upstream.start()
+        self._channel_to_client(channel, client)
+        upstream.join()
+        _close_quietly(client, channel)
+        with self._lock:
+            self.active -= 1
+            self._open.discard((client, channel))
+
+    def _client_to_channel(self, client: socket.socket, channel: paramiko.Channel) -> None:
+        try:
+            while True:
+                data = client.recv(CHUNK)
+                if not data:
+                    break
+                channel.sendall(data)
+                with self._lock:
+                    self.bytes_out += len(data)
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+        finally:
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                channel.shutdown_write()
+
+    def _channel_to_client(self, channel: paramiko.Channel, client: socket.socket) -> None:
+        try:
+            while True:
+                data = channel.recv(CHUNK)
+                if not data:
+                    break
+                client.sendall(data)
+                with self._lock:
+                    self.bytes_in += len(data)
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_WR)
+
+
+def _close_quietly(sock: socket.socket, channel: paramiko.Channel) -> None:
+    for closer in (channel.close, sock.close):
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            closer()
+
