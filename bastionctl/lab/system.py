@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -115,3 +116,8 @@ def wait_listening(
 
 def namespaces() -> list[str]:
     return [line.split()[0] for line in run("ip", "netns", "list").splitlines() if line.strip()]
+
+
+def which(cmd: str) -> str | None:
+    """Like `command -v`, also looking in the sbin directories a non-login PATH may lack."""
+    return shutil.which(cmd, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
