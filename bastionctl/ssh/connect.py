@@ -160,4 +160,3 @@ def _known_names(endpoint: Endpoint) -> list[str]:
             if name not in names:
                 names.append(name)
     return names
-

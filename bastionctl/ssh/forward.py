@@ -177,4 +177,3 @@ def _close_quietly(sock: socket.socket, channel: paramiko.Channel) -> None:
     for closer in (channel.close, sock.close):
         with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
             closer()
-

@@ -136,3 +136,37 @@ def test_keyring_round_trip() -> None:
     assert store.delete("server-01")
     assert not store.delete("server-01")
     assert store.get("server-01") is None
+
+
+def test_no_keyring_backend_is_one_clear_error_and_login_falls_back_to_asking(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import subprocess
+    import sys
+
+    from bastionctl.config import Settings
+    from bastionctl.model import Bastion
+    from bastionctl.ssh.connect import Session
+
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    example = Path(__file__).resolve().parents[2] / "configs" / "example.toml"
+    result = subprocess.run(
+        [sys.executable, "-m", "bastionctl", "--config", str(example), "otp", "set", "server-01"],
+        input=SECRET,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("bastionctl: error: cannot store the TOTP secret: no keyring")
+    assert len(result.stderr.splitlines()) == 1 and SECRET not in result.stderr
+
+    import keyring
+    from keyring.backends import fail
+
+    monkeypatch.setattr(keyring, "get_keyring", lambda: fail.Keyring())
+    monkeypatch.setattr(keyring.core, "_keyring_backend", fail.Keyring())
+    notes: list[str] = []
+    session = Session(Settings(known_hosts=()), ask=lambda p, e: "", notify=notes.append)
+    assert session.totp_for(Bastion(alias="server-01", user="u", ipv6="::1")) is None
+    assert "no keyring backend" in notes[0] and "asking for the code" in notes[0]
