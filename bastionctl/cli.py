@@ -7,6 +7,8 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,15 +39,14 @@ class App:
         return self._config
 
     def host(self, alias: str) -> Host:
-        inventory = self.config.inventory
-        if alias in inventory.hosts:
-            return inventory.hosts[alias]
-        if alias in inventory.bastions:
-            raise UsageError(
-                f"{alias} is a bastion; tunnels go to a host behind it",
-                f"hosts: {', '.join(sorted(inventory.hosts)) or 'none'}",
-            )
-        raise UsageError(f"unknown host '{alias}'", _known_hosts_hint(self.config))
+        from bastionctl.tunnels import find_host
+
+        try:
+            return find_host(self.config, alias)
+        except UsageError as exc:
+            if self.config.path is None and not self.config.inventory.hosts:
+                exc.hint = f"no hosts in the inventory ({_config_hint(self.config)})"
+            raise
 
     def endpoint_alias(self, alias: str) -> str:
         inventory = self.config.inventory
@@ -62,13 +63,6 @@ def _config_hint(config: Config) -> str:
     if config.path is None:
         return "no config found: run `bastionctl lab up` or write config.toml (see configs/)"
     return f"config: {config.path}"
-
-
-def _known_hosts_hint(config: Config) -> str:
-    names = sorted(config.inventory.hosts)
-    if not names:
-        return f"no hosts in the inventory ({_config_hint(config)})"
-    return f"valid hosts: {', '.join(names)}"
 
 
 def _err(message: str) -> None:
@@ -161,12 +155,21 @@ class TunnelGroup(click.Group):
 
 
 def _tunnel_options(func: Any) -> Any:
-    func = click.option(
-        "--bind", default=None, help="Local address to listen on (default 127.0.0.1)."
-    )(func)
-    func = click.option(
-        "--local-port", type=click.IntRange(0, 65535), default=None, help="Local port."
-    )(func)
+    for option in reversed(
+        (
+            click.option(
+                "--local-port", type=click.IntRange(0, 65535), default=None, help="Local port."
+            ),
+            click.option("--bind", default=None, help="Local address (default 127.0.0.1)."),
+            click.option(
+                "--allow-non-loopback",
+                is_flag=True,
+                help="Allow --bind on an address other hosts can reach.",
+            ),
+            click.option("--detach", is_flag=True, help="Keep it running in the background."),
+        )
+    ):
+        func = option(func)
     return func
 
 
@@ -175,7 +178,7 @@ def _service_command(name: str) -> click.Command:
     @click.argument("host")
     @_tunnel_options
     @click.pass_obj
-    def command(app: App, host: str, local_port: int | None, bind: str | None) -> None:
+    def command(app: App, /, host: str, **options: Any) -> None:
         service = app.config.services.get(name)
         target = app.host(host)
         if service.name not in target.services:
@@ -183,7 +186,7 @@ def _service_command(name: str) -> click.Command:
                 f"note: {target.alias} does not list {service.name} among its services "
                 f"({', '.join(target.services) or 'none'}); trying anyway"
             )
-        run_tunnel(app, target, service.remote_port, local_port, bind, service.name)
+        run_tunnel(app, target.alias, service.name, None, **options)
 
     return command
 
@@ -198,11 +201,51 @@ def tunnel() -> None:
 @click.argument("remote_port", type=click.IntRange(1, 65535))
 @_tunnel_options
 @click.pass_obj
-def tunnel_port(
-    app: App, host: str, remote_port: int, local_port: int | None, bind: str | None
-) -> None:
+def tunnel_port(app: App, /, host: str, remote_port: int, **options: Any) -> None:
     """Forward a local port to REMOTE_PORT on HOST's loopback."""
-    run_tunnel(app, app.host(host), remote_port, local_port, bind, None)
+    run_tunnel(app, app.host(host).alias, None, remote_port, **options)
+
+
+@tunnel.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def tunnel_list(as_json: bool) -> None:
+    """Tunnels of every bastionctl process of this user."""
+    from bastionctl.agent import all_tunnels
+
+    tunnels = all_tunnels()
+    if as_json:
+        click.echo(json.dumps(tunnels, indent=2))
+        return
+    if not tunnels:
+        click.echo("no tunnels")
+        return
+    columns = ("id", "service", "host", "local", "state", "uptime", "bytes_in", "bytes_out")
+    table = [[str(t.get(c) if t.get(c) is not None else "-") for c in columns] for t in tunnels]
+    widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in table:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+@tunnel.command("stop")
+@click.argument("tunnel_id", required=False)
+@click.option("--all", "stop_all", is_flag=True, help="Stop every tunnel of every process.")
+def tunnel_stop(tunnel_id: str | None, stop_all: bool) -> None:
+    """Stop tunnel ID (from `tunnel list`), or all of them."""
+    from bastionctl.agent import stop_tunnels
+
+    if stop_all == (tunnel_id is not None):
+        raise UsageError("give a tunnel ID or --all (not both)", "see `bastionctl tunnel list`")
+    stopped = stop_tunnels(None if stop_all else tunnel_id)
+    click.echo(f"stopped {len(stopped)} tunnel(s){': ' + ', '.join(stopped) if stopped else ''}")
+
+
+@cli.command("agent", hidden=True)
+def agent_command() -> None:
+    """The background process that owns detached tunnels (started by --detach)."""
+    from bastionctl.agent import run_agent
+
+    run_agent()
 
 
 class _Terminated(Exception):
@@ -215,71 +258,104 @@ def _raise_terminated(_signum: int, _frame: FrameType | None) -> None:
 
 def run_tunnel(
     app: App,
-    host: Host,
-    remote_port: int,
+    host: str,
+    service_name: str | None,
+    remote_port: int | None,
     local_port: int | None,
     bind: str | None,
-    service_name: str | None,
+    allow_non_loopback: bool,
+    detach: bool,
 ) -> None:
+    from bastionctl.prompting import terminal_ask
+    from bastionctl.tunnels import build_spec
+
+    config = app.config
+    # Validates everything (host, service, bind) here, before any process or login.
+    spec = build_spec(config, host, service_name, remote_port, local_port, bind, allow_non_loopback)
+    if spec.bind not in ("127.0.0.1", "::1", "localhost"):
+        _err(f"bastionctl: warning: the tunnel listens on {spec.bind}, reachable beyond loopback")
+    if detach:
+        from bastionctl.agent import open_detached
+
+        summary = open_detached(
+            {
+                "config": str(config.path) if config.path else None,
+                "host": host,
+                "service": service_name,
+                "remote_port": remote_port,
+                "local_port": local_port,
+                "bind": bind,
+                "allow_non_loopback": allow_non_loopback,
+            },
+            ask=terminal_ask,
+            notify=lambda message: _err(f"bastionctl: {message}"),
+        )
+        click.echo(f"Tunnel {summary['id']} open in the background: {spec.label}")
+        click.echo(f"  listening on {summary['local']}")
+        click.echo(f"  connect with: {summary['connection']}")
+        click.echo(f"Stop it with: bastionctl tunnel stop {summary['id']}")
+        return
+    _run_foreground(app, spec)
+
+
+def _run_foreground(app: App, spec: TunnelSpec) -> None:
+    from bastionctl import control
+    from bastionctl.agent import TunnelHost
     from bastionctl.otp import SecretStore, UsedSteps
     from bastionctl.prompting import terminal_ask
     from bastionctl.ssh.connect import Session
-    from bastionctl.ssh.tunnel import Tunnel
+    from bastionctl.ssh.manager import TunnelEvent, TunnelManager, TunnelState
+    from bastionctl.tunnels import PortBook, spec_key
 
-    config = app.config
-    service = config.services.get(service_name) if service_name else None
-    if local_port is None:
-        local_port = service.local_port if service else _default_raw_local_port(remote_port)
-    spec = TunnelSpec(
-        host=host,
-        bastion=config.inventory.bastion_for(host),
-        remote_port=remote_port,
-        local_port=local_port,
-        bind=bind or config.settings.bind,
-        service=service,
-    )
+    def on_event(event: TunnelEvent) -> None:
+        # The first "up" is the ready banner on stdout; later ones are recoveries.
+        noisy = (TunnelState.CONNECTING, TunnelState.RECONNECTING, TunnelState.FAILED)
+        if event.state in noisy or (event.state is TunnelState.UP and reconnected.is_set()):
+            _err(f"bastionctl: {event.message}")
+
+    reconnected = threading.Event()
     session = Session(
-        settings=config.settings,
+        settings=app.config.settings,
         ask=terminal_ask,
         notify=lambda message: _err(f"bastionctl: {message}"),
         secrets=SecretStore(),
         used_steps=UsedSteps(),
     )
-
-    def on_event(kind: str, message: str) -> None:
-        if kind == "error":
-            _err(f"bastionctl: {message}")
-        else:
-            logging.getLogger("bastionctl.tunnel").info("%s: %s", kind, message)
-
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    manager = TunnelManager(session, on_event)
+    host = TunnelHost(manager, "foreground")
+    server = control.ControlServer(control.sockets_dir() / f"{os.getpid()}.sock", host.handle)
     try:
-        with Tunnel(spec, session, on_event) as active:
-            port = active.local_port
-            click.echo(f"Tunnel open: {spec.label} via {spec.bastion.alias}")
-            click.echo(
-                f"  listening on {hostport(spec.bind, port)} -> "
-                f"{spec.remote_host}:{spec.remote_port} on {host.alias}"
-            )
-            click.echo(f"  connect with: {spec.connection_string(port)}")
-            click.echo("Press Ctrl-C to close.")
-            sys.stdout.flush()
-            try:
-                reason = active.wait()
-            except (KeyboardInterrupt, _Terminated):
-                reason = None
-        if reason:
-            raise ConnectError(f"tunnel {spec.label} closed: {reason}", "open it again")
-        click.echo("Tunnel closed.")
+        server.start()
+        active = manager.open(spec)
+        reconnected.set()
+        PortBook().remember(spec_key(spec), active.local_port)
+        port = active.local_port
+        click.echo(f"Tunnel open: {spec.label} via {spec.bastion.alias}")
+        click.echo(
+            f"  listening on {hostport(spec.bind, port)} -> "
+            f"{spec.remote_host}:{spec.remote_port} on {spec.host.alias}"
+        )
+        click.echo(f"  connect with: {spec.connection_string(port)}")
+        click.echo("Press Ctrl-C to close.")
+        sys.stdout.flush()
+        try:
+            while active.state not in (TunnelState.FAILED, TunnelState.CLOSED):
+                time.sleep(0.2)
+        except (KeyboardInterrupt, _Terminated):
+            pass
+        if active.state is TunnelState.FAILED:
+            raise ConnectError(f"tunnel {spec.label} failed: {active.last_error}")
+        if active.state is TunnelState.CLOSED:
+            click.echo("Tunnel stopped by `bastionctl tunnel stop`.")
+        else:
+            click.echo("Tunnel closed.")
     except _Terminated:
         raise KeyboardInterrupt from None
     finally:
+        manager.close_all()
+        server.close()
         signal.signal(signal.SIGTERM, previous)
-
-
-def _default_raw_local_port(remote_port: int) -> int:
-    return 50000 + remote_port if remote_port <= 15535 else 0
-
 
 
 # ---------------------------------------------------------------- otp

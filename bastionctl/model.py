@@ -81,6 +81,8 @@ class TunnelSpec:
     bind: str = "127.0.0.1"
     remote_host: str = "localhost"
     service: Service | None = None
+    # Given explicitly: a taken port is an error instead of a reason to take the next one.
+    local_port_fixed: bool = False
 
     @property
     def label(self) -> str:

@@ -1,6 +1,7 @@
 """The local lab: a 2FA OpenSSH bastion and private hosts in network namespaces."""
 
 from .build import LabStatus, check_prerequisites, down, status, up
+from .daemons import restart_target_sshd
 from .info import HostInfo, LabInfo, render_config
 from .spec import LabSpec
 
@@ -12,6 +13,7 @@ __all__ = [
     "check_prerequisites",
     "down",
     "render_config",
+    "restart_target_sshd",
     "status",
     "up",
 ]

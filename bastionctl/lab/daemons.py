@@ -10,6 +10,7 @@ from pathlib import Path
 from bastionctl.errors import LabError
 
 from . import configs, system
+from .info import LabInfo
 from .spec import BASTION, LabSpec
 
 
@@ -136,4 +137,23 @@ def start_standin(spec: LabSpec, ns: str, port: int, name: str) -> int:
         log,
     )
     system.wait_listening(ns, {port}, pid, f"{name} in {ns}", log)
+    return pid
+
+
+def restart_target_sshd(info: LabInfo, alias: str) -> int:
+    """Stop a private host's sshd and its sessions, start it again; for fault tests."""
+    host = info.hosts[alias]
+    component = f"{alias} sshd"
+    old = info.pids[component]
+    for pid in [*system.children(old), old]:
+        system.stop(pid)
+    conf = info.root / "hosts" / alias / "sshd_config"
+    pid = system.spawn(
+        host.ns,
+        ["/usr/sbin/sshd", "-D", "-f", str(conf), "-E", str(host.sshd_log)],
+        host.sshd_log,
+    )
+    system.wait_listening(host.ns, {22}, pid, f"sshd of {alias}", host.sshd_log)
+    info.pids[component] = pid
+    info.save()
     return pid

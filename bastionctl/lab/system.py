@@ -121,3 +121,18 @@ def namespaces() -> list[str]:
 def which(cmd: str) -> str | None:
     """Like `command -v`, also looking in the sbin directories a non-login PATH may lack."""
     return shutil.which(cmd, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid`, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import paramiko
 
-from bastionctl.errors import AuthError, BastionctlError, HostKeyError
+from bastionctl.errors import AuthError, BastionctlError, HostKeyError, PortInUseError
 from bastionctl.model import Bastion, Host, TunnelSpec
 from bastionctl.ssh.connect import (
     MAX_PACKET_SIZE,
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 BACKOFF_START = 0.5
 BACKOFF_CAP = 30.0
+# How many ports after the remembered/default one to try when it is taken.
+PORT_TRIES = 20
 
 
 class TunnelState(enum.StrEnum):
@@ -162,8 +164,35 @@ class ManagedTunnel:
                 f"{self.spec.remote_host}:{self.spec.remote_port} ({exc.text})"
             ) from None
 
+    def _listen(self) -> None:
+        first = self.spec.local_port
+        tries = 1 if self.spec.local_port_fixed or first == 0 else PORT_TRIES
+        for offset in range(tries):
+            if first + offset > 65535:
+                break
+            self.forwarder.requested_port = first + offset
+            try:
+                self.forwarder.listen()
+            except PortInUseError:
+                if tries == 1:
+                    raise
+                continue
+            if offset:
+                self.manager._emit(
+                    TunnelEvent(
+                        self.id,
+                        TunnelState.CONNECTING,
+                        f"local port {first} is in use; using {self.local_port} instead",
+                    )
+                )
+            return
+        raise PortInUseError(
+            f"local ports {first}-{first + tries - 1} are all in use on {self.spec.bind}",
+            "choose one with --local-port",
+        )
+
     def start(self) -> None:
-        self.forwarder.listen()
+        self._listen()
         for link in self._links():
             link.allow_retry()
         try:

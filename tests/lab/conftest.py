@@ -6,7 +6,9 @@ packages); under CI=true that is a failure, so CI can never pass without them.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,3 +79,21 @@ def env_with(op_state: Path) -> Iterator[dict[str, str]]:
     env = os.environ.copy()
     env["XDG_STATE_HOME"] = str(op_state)
     yield env
+
+
+@pytest.fixture(autouse=True)
+def stop_agents(isolated_dirs: Path) -> Iterator[None]:
+    """A detached agent a test started is stopped by this test, by its pid, even on failure."""
+    yield
+    pid_file = isolated_dirs / "run" / "bastionctl" / "tunnels" / "agent.pid"
+    try:
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)

@@ -16,7 +16,9 @@ CORE = sorted(
 
 
 def test_core_modules_found() -> None:
-    assert "bastionctl.ssh.tunnel" in CORE and "bastionctl.lab" in CORE and "bastionctl.cli" in CORE
+    assert (
+        "bastionctl.ssh.manager" in CORE and "bastionctl.lab" in CORE and "bastionctl.cli" in CORE
+    )
 
 
 def test_no_core_module_imports_textual() -> None:
