@@ -121,10 +121,13 @@ def down(spec: LabSpec) -> list[str]:
     if Path(f"/sys/class/net/{spec.host_veth}").exists():
         system.run("ip", "link", "del", spec.host_veth, check=False)
         done.append(f"removed veth {spec.host_veth}")
-    routes = system.run("ip", "-6", "route", "show", spec.private_prefix, check=False)
-    if routes.strip():
-        system.run("ip", "-6", "route", "del", "unreachable", spec.private_prefix, check=False)
-        done.append(f"removed route {spec.private_prefix}")
+    for family, prefix, extra in (("-6", spec.fence6, ()), ("-4", spec.fence4, ("metric", "4242"))):
+        shown = system.run(
+            "ip", family, "route", "show", "type", "unreachable", prefix, check=False
+        )
+        if shown.strip():
+            system.run("ip", family, "route", "del", "unreachable", prefix, *extra, check=False)
+            done.append(f"removed fence route {prefix}")
     for user in (spec.op_user, spec.bulk_user):
         if accounts.user_exists(user):
             system.run("userdel", user, check=False)

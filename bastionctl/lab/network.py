@@ -16,6 +16,8 @@ def create_network(spec: LabSpec) -> None:
         run("ip", "-n", ns, "link", "set", "lo", "up")
     # Public side: host <-> bastion, IPv6 and IPv4.
     run("ip", "link", "add", spec.host_veth, "type", "veth", "peer", "name", "eth0", "netns", b)
+    # Fault tests take this link down and up; without this its IPv6 address would be gone.
+    run("sysctl", "-q", "-w", f"net.ipv6.conf.{spec.host_veth}.keep_addr_on_down=1")
     run("ip", "addr", "add", f"{spec.public6(1)}/64", "dev", spec.host_veth, "nodad")
     run("ip", "addr", "add", f"{spec.public4(1)}/24", "dev", spec.host_veth)
     run("ip", "link", "set", spec.host_veth, "up")
@@ -46,4 +48,7 @@ def create_network(spec: LabSpec) -> None:
         )
         run("ip", "-n", ns, "link", "set", "eth0", "up")
     # The host has no way into the private subnet, and nothing for it leaves the machine.
-    run("ip", "-6", "route", "add", "unreachable", spec.private_prefix)
+    # The connected /64 of the public link is more specific and wins while the link is up;
+    # when a test takes it down, lab traffic hits these instead of the default route.
+    run("ip", "-6", "route", "add", "unreachable", spec.fence6)
+    run("ip", "-4", "route", "add", "unreachable", spec.fence4, "metric", "4242")

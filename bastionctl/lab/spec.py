@@ -63,6 +63,15 @@ class LabSpec:
     def private_prefix(self) -> str:
         return f"fd00:bc1:{self.net_id:x}:2::/64"
 
+    @property
+    def fence6(self) -> str:
+        """Every lab IPv6 address; unreachable from the host except via the lab's own links."""
+        return f"fd00:bc1:{self.net_id:x}::/48"
+
+    @property
+    def fence4(self) -> str:
+        return f"10.213.{self.net_id}.0/24"
+
     def public4(self, last: int) -> str:
         return f"10.213.{self.net_id}.{last}"
 

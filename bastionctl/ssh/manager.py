@@ -33,7 +33,7 @@ from bastionctl.ssh.forward import LocalForwarder
 log = logging.getLogger(__name__)
 
 BACKOFF_START = 0.5
-BACKOFF_CAP = 30.0
+BACKOFF_CAP = 8.0
 # How many ports after the remembered/default one to try when it is taken.
 PORT_TRIES = 20
 

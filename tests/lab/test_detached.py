@@ -187,3 +187,34 @@ def test_target_sshd_restart_recovers_with_no_new_totp(lab: LabInfo, tmp_path: P
         assert (got, count) == (sent, 8 * MIB) and tunnel.local_port == port
         assert manager.bastion_logins("server-01") == 1  # the bastion hop survived
         assert logins(watch) == 0
+
+
+def test_bastion_link_down_for_20_s_then_back(lab: LabInfo, tmp_path: Path) -> None:
+    import subprocess
+
+    events: list[TunnelEvent] = []
+    manager, specs = manager_for(lab, tmp_path, events)
+    threads_before = threading.active_count()
+    link = f"{lab.name}-h0"
+    with manager:
+        tunnel = manager.open(specs["mssql3"])
+        port = tunnel.local_port
+        sent, got, _ = echo_roundtrip(port, 4 * MIB)
+        assert got == sent
+        subprocess.run(["ip", "link", "set", link, "down"], check=True)
+        try:
+            down_at = time.monotonic()
+            assert wait_for(lambda: tunnel.state is TunnelState.RECONNECTING, 10), events
+            assert listening(port)  # the local port stays bound while the path is gone
+            time.sleep(max(0.0, 20 - (time.monotonic() - down_at)))
+        finally:
+            subprocess.run(["ip", "link", "set", link, "up"], check=True)
+        back_at = time.monotonic()
+        assert wait_for(lambda: tunnel.state is TunnelState.UP, 10), events
+        recovered_in = time.monotonic() - back_at
+        assert tunnel.local_port == port
+        sent, got, count = echo_roundtrip(port, 8 * MIB)
+        assert (got, count) == (sent, 8 * MIB)
+        assert manager.bastion_logins("server-01") == 2  # one login for the recovery
+    assert recovered_in <= 10
+    assert wait_for(lambda: threading.active_count() <= threads_before + 1, 10)
