@@ -86,7 +86,7 @@ class TunnelHost:
                 finally:
                     session.ask = _no_front_end
                     session.notify = lambda message: log.info("%s", message)
-            PortBook().remember(spec_key(spec), tunnel.local_port)
+            PortBook().remember(spec_key(spec), tunnel.local_port, replace=spec.local_port_fixed)
             return {"ok": True, "tunnel": describe(tunnel, self.pid, self.kind)}
         finally:
             self.busy -= 1

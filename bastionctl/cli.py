@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -167,6 +168,12 @@ def _tunnel_options(func: Any) -> Any:
                 help="Allow --bind on an address other hosts can reach.",
             ),
             click.option("--detach", is_flag=True, help="Keep it running in the background."),
+            click.option("--launch", is_flag=True, help="Start the client (args after --)."),
+            click.option(
+                "--rdp-file",
+                type=click.Path(path_type=Path, dir_okay=False),
+                help="Write a .rdp file for this tunnel.",
+            ),
         )
     ):
         func = option(func)
@@ -176,6 +183,7 @@ def _tunnel_options(func: Any) -> Any:
 def _service_command(name: str) -> click.Command:
     @click.command(name=name, help=f"Forward a local port to the {name} service of HOST.")
     @click.argument("host")
+    @click.argument("client_args", nargs=-1, type=click.UNPROCESSED)
     @_tunnel_options
     @click.pass_obj
     def command(app: App, /, host: str, **options: Any) -> None:
@@ -203,7 +211,7 @@ def tunnel() -> None:
 @click.pass_obj
 def tunnel_port(app: App, /, host: str, remote_port: int, **options: Any) -> None:
     """Forward a local port to REMOTE_PORT on HOST's loopback."""
-    run_tunnel(app, app.host(host).alias, None, remote_port, **options)
+    run_tunnel(app, app.host(host).alias, None, remote_port, client_args=(), **options)
 
 
 @tunnel.command("list")
@@ -265,10 +273,17 @@ def run_tunnel(
     bind: str | None,
     allow_non_loopback: bool,
     detach: bool,
+    launch: bool,
+    rdp_file: Path | None,
+    client_args: tuple[str, ...],
 ) -> None:
     from bastionctl.prompting import terminal_ask
     from bastionctl.tunnels import build_spec
 
+    if client_args and not launch:
+        raise UsageError(
+            f"unexpected arguments {' '.join(client_args)!r}", "client args need --launch"
+        )
     config = app.config
     # Validates everything (host, service, bind) here, before any process or login.
     spec = build_spec(config, host, service_name, remote_port, local_port, bind, allow_non_loopback)
@@ -294,11 +309,35 @@ def run_tunnel(
         click.echo(f"  listening on {summary['local']}")
         click.echo(f"  connect with: {summary['connection']}")
         click.echo(f"Stop it with: bastionctl tunnel stop {summary['id']}")
+        client = _start_client(spec, int(summary["local_port"]), launch, rdp_file, client_args)
+        if client is not None:
+            raise click.exceptions.Exit(client.wait())
         return
-    _run_foreground(app, spec)
+    _run_foreground(app, spec, launch, rdp_file, client_args)
 
 
-def _run_foreground(app: App, spec: TunnelSpec) -> None:
+def _start_client(
+    spec: TunnelSpec, port: int, launch: bool, rdp_file: Path | None, args: tuple[str, ...]
+) -> subprocess.Popen[bytes] | None:
+    from bastionctl import clients
+
+    if rdp_file is not None:
+        clients.write_rdp_file(rdp_file, spec, port)
+        _err(f"bastionctl: wrote {rdp_file}")
+    if not launch:
+        return None
+    command = clients.client_for(spec, port, args)
+    sys.stdout.flush()
+    try:
+        return clients.launch(command)
+    except BastionctlError as exc:
+        _err(f"bastionctl: {exc}")
+        return None
+
+
+def _run_foreground(
+    app: App, spec: TunnelSpec, launch: bool, rdp_file: Path | None, args: tuple[str, ...]
+) -> None:
     from bastionctl import control
     from bastionctl.agent import TunnelHost
     from bastionctl.otp import SecretStore, UsedSteps
@@ -329,18 +368,27 @@ def _run_foreground(app: App, spec: TunnelSpec) -> None:
         server.start()
         active = manager.open(spec)
         reconnected.set()
-        PortBook().remember(spec_key(spec), active.local_port)
+        # A port the user chose becomes the stable one; a collision's stand-in does not.
+        PortBook().remember(spec_key(spec), active.local_port, replace=spec.local_port_fixed)
         port = active.local_port
+        # Written before the banner: whoever waits for "connect with" finds the file.
+        _start_client(spec, port, False, rdp_file, ())
         click.echo(f"Tunnel open: {spec.label} via {spec.bastion.alias}")
+        listening = " and ".join(hostport(a, port) for a in active.forwarder.addresses())
         click.echo(
-            f"  listening on {hostport(spec.bind, port)} -> "
+            f"  listening on {listening} -> "
             f"{spec.remote_host}:{spec.remote_port} on {spec.host.alias}"
         )
         click.echo(f"  connect with: {spec.connection_string(port)}")
         click.echo("Press Ctrl-C to close.")
         sys.stdout.flush()
+        client = _start_client(spec, port, launch, None, args)
         try:
             while active.state not in (TunnelState.FAILED, TunnelState.CLOSED):
+                if client is not None and client.poll() is not None:
+                    # The client was the point of this tunnel: its end is ours.
+                    click.echo(f"Client exited with status {client.returncode}; tunnel closed.")
+                    raise click.exceptions.Exit(client.returncode)
                 time.sleep(0.2)
         except (KeyboardInterrupt, _Terminated):
             pass

@@ -89,10 +89,16 @@ class TunnelSpec:
         what = self.service.name if self.service else f"port {self.remote_port}"
         return f"{what} on {self.host.alias}"
 
+    def connection_host(self) -> str:
+        """The address a client on this machine uses; a literal, as SQL Server wants."""
+        # A wildcard or dual-loopback listener is reachable on 127.0.0.1.
+        if self.bind in ("0.0.0.0", "::", "", "localhost"):  # noqa: S104
+            return "127.0.0.1"
+        return self.bind
+
     def connection_string(self, local_port: int | None = None) -> str:
         port = self.local_port if local_port is None else local_port
-        # A wildcard bind is reachable on loopback too; that is the address to show.
-        host = self.bind if self.bind not in ("0.0.0.0", "::", "") else "127.0.0.1"  # noqa: S104
+        host = self.connection_host()
         if self.service is not None:
             return self.service.connection_string(host, port)
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

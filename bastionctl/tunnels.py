@@ -112,13 +112,14 @@ class PortBook:
     def get(self, key: str) -> int | None:
         return self._read().get(key)
 
-    def remember(self, key: str, port: int) -> None:
+    def remember(self, key: str, port: int, replace: bool) -> None:
+        """Record `port` for `key`; without `replace`, only when nothing is recorded yet."""
         paths.private_dir(self.path.parent)
         lock = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             data = self._read()
-            if data.get(key) == port:
+            if data.get(key) == port or (key in data and not replace):
                 return
             data[key] = port
             from bastionctl.atomic import write_atomic

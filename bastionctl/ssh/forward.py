@@ -7,6 +7,7 @@ import errno
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 import paramiko
@@ -39,73 +40,93 @@ class LocalForwarder:
         self.connections = 0
         self.active = 0
         self._lock = threading.Lock()
-        self._listener: socket.socket | None = None
-        self._thread: threading.Thread | None = None
+        self._listeners: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
         self._closing = threading.Event()
         self._open: set[tuple[socket.socket, paramiko.Channel]] = set()
 
     @property
     def port(self) -> int:
-        if self._listener is None:
+        if not self._listeners:
             return self.requested_port
-        return int(self._listener.getsockname()[1])
+        return int(self._listeners[0].getsockname()[1])
+
+    def addresses(self) -> list[str]:
+        """The addresses listened on: `localhost` means both 127.0.0.1 and ::1."""
+        return ["127.0.0.1", "::1"] if self.bind_address == "localhost" else [self.bind_address]
 
     def listen(self) -> int:
         """Bind and listen now, before any login, so a taken port costs no TOTP code."""
+        port = self.requested_port
         try:
-            infos = socket.getaddrinfo(
-                self.bind_address,
-                self.requested_port,
-                type=socket.SOCK_STREAM,
-                flags=socket.AI_PASSIVE,
-            )
+            for address in self.addresses():
+                # Every address gets the port the first one got (the OS may pick it).
+                self._listeners.append(self._bind(address, port))
+                port = self.port
+        except BaseException:
+            self._close_listeners()
+            raise
+        return self.port
+
+    def _bind(self, address: str, port: int) -> socket.socket:
+        shown = hostport(address, port)
+        try:
+            family, kind, proto, _name, sockaddr = socket.getaddrinfo(
+                address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )[0]
         except socket.gaierror as exc:
-            raise ConnectError(f"cannot bind to {self.bind_address!r}: {exc.strerror}") from None
-        family, kind, proto, _name, address = infos[0]
+            raise ConnectError(f"cannot bind to {address!r}: {exc.strerror}") from None
         listener = socket.socket(family, kind, proto)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         try:
-            listener.bind(address)
+            listener.bind(sockaddr)
             listener.listen(64)
         except OSError as exc:
             listener.close()
-            shown = hostport(self.bind_address, self.requested_port)
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUseError(
-                    f"local port {self.requested_port} is already in use on {shown}",
+                    f"local port {port} is already in use on {shown}",
                     "stop what uses it or choose another with --local-port",
                 ) from None
             raise ConnectError(f"cannot listen on {shown}: {exc.strerror}") from None
-        self._listener = listener
-        return self.port
+        return listener
 
     def start(self) -> None:
-        if self._listener is None:
+        if not self._listeners:
             self.listen()
-        self._thread = threading.Thread(
-            target=self._accept_loop, name=f"forward-{self.port}", daemon=True
-        )
-        self._thread.start()
+        for listener in self._listeners:
+            thread = threading.Thread(
+                target=self._accept_loop,
+                args=(listener,),
+                name=f"forward-{self.port}",
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
 
-    def close(self) -> None:
-        self._closing.set()
-        listener, self._listener = self._listener, None
-        if listener is not None:
+    def _close_listeners(self) -> None:
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
             # shutdown() wakes the accept() blocked in the other thread; close() alone
             # would leave the port bound until that thread returns.
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)
             listener.close()
+
+    def close(self) -> None:
+        self._closing.set()
+        self._close_listeners()
         with self._lock:
             pairs = list(self._open)
         for sock, channel in pairs:
             _close_quietly(sock, channel)
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=5)
 
-    def _accept_loop(self) -> None:
-        listener = self._listener
-        assert listener is not None
+    def _accept_loop(self, listener: socket.socket) -> None:
         while not self._closing.is_set():
             try:
                 client, peer = listener.accept()
@@ -113,6 +134,7 @@ class LocalForwarder:
                 if self._closing.is_set():
                     return
                 log.exception("accept failed on port %s", self.port)
+                time.sleep(0.1)  # e.g. out of file descriptors: do not spin
                 continue
             threading.Thread(
                 target=self._serve, args=(client, peer), name="forward-conn", daemon=True

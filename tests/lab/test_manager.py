@@ -88,8 +88,7 @@ def test_three_tunnels_two_hosts_one_totp_login(lab: LabInfo, tmp_path: Path) ->
         assert first.local_port == specs["rdp4"].local_port
     time.sleep(0.3)
     assert kinteractive_logins(watch) == 1
-    # No new login, so well under the 0.3 s target (the benchmark measures it precisely).
-    assert max(timings) < 2.0, timings
+    assert max(timings) <= 0.3, timings  # no TOTP, no new bastion login
     assert {e.state for e in events} >= {TunnelState.UP, TunnelState.CLOSED}
 
 
@@ -133,7 +132,8 @@ def test_killed_bastion_session_reconnects_on_the_same_port(lab: LabInfo, tmp_pa
         assert sessions, "no bastion session process to kill"
         for pid in sessions:
             os.kill(pid, signal.SIGKILL)
-        assert wait_for(lambda: tunnel.state is TunnelState.RECONNECTING, 10), events
+        # The event, not the state: recovery can be quicker than a poll.
+        assert wait_for(lambda: TunnelState.RECONNECTING in {e.state for e in events}, 10), events
         assert wait_for(lambda: tunnel.state is TunnelState.UP, 10), events
         assert tunnel.local_port == port
         sent, got, count = echo_roundtrip(port, 8 * MIB)

@@ -1,0 +1,69 @@
+"""Starting the client for a tunnel: RDP, MySQL, SQL Server. Passwords never go on argv."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bastionctl.atomic import write_atomic
+from bastionctl.errors import BastionctlError, UsageError
+from bastionctl.model import TunnelSpec
+
+
+@dataclass(frozen=True)
+class ClientCommand:
+    argv: list[str]
+    package: str  # what to install when the program is missing
+
+
+def client_for(spec: TunnelSpec, port: int, extra: Sequence[str] = ()) -> ClientCommand:
+    service = spec.service.name if spec.service else None
+    host = spec.connection_host()
+    if service == "mysql":
+        # --protocol=TCP: with -h localhost the client would use its Unix socket instead.
+        return ClientCommand(
+            ["mysql", "--protocol=TCP", "-h", host, "-P", str(port), *extra],
+            "mariadb-client (or mysql-client)",
+        )
+    if service == "mssql":
+        return ClientCommand(["sqlcmd", "-S", f"{host},{port}", *extra], "mssql-tools18")
+    if service == "rdp":
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if sys.platform == "darwin":
+            return ClientCommand(["open", f"rdp://full%20address=s:{address}", *extra], "")
+        if sys.platform == "win32":
+            return ClientCommand(["mstsc", f"/v:{address}", *extra], "")
+        for program in ("xfreerdp", "wlfreerdp", "xfreerdp3"):
+            if shutil.which(program):
+                return ClientCommand([program, f"/v:{address}", *extra], "freerdp2-x11")
+        return ClientCommand(["xfreerdp", f"/v:{address}", *extra], "freerdp2-x11")
+    what = service or f"port {spec.remote_port}"
+    raise UsageError(f"no client is known for {what}", "connect your client to the address shown")
+
+
+def launch(command: ClientCommand) -> subprocess.Popen[bytes]:
+    if shutil.which(command.argv[0]) is None:
+        install = f"; install {command.package}" if command.package else ""
+        raise BastionctlError(
+            f"the client {command.argv[0]} is not installed{install}",
+            "the tunnel stays up: connect any client to the address shown",
+        )
+    return subprocess.Popen(command.argv)
+
+
+def write_rdp_file(path: Path, spec: TunnelSpec, port: int) -> None:
+    if spec.service is None or spec.service.name != "rdp":
+        raise UsageError("--rdp-file is for rdp tunnels")
+    host = spec.connection_host()
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    lines = [
+        f"full address:s:{address}",
+        "prompt for credentials:i:1",
+        "authentication level:i:2",
+        f"username:s:{spec.host.user}" if spec.host.platform == "windows" else "",
+    ]
+    write_atomic(path, "\r\n".join(line for line in lines if line) + "\r\n", mode=0o600)
