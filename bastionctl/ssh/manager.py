@@ -216,7 +216,7 @@ class ManagedTunnel:
             bastion, host = self._links()
             healthy = bastion.alive() and host.alive()
             if healthy and host.transport is not None:
-                healthy = probe(host.transport, timeout=interval * 2)
+                healthy = probe(host.transport, timeout=interval)
             if healthy:
                 continue
             bastion_dead = not bastion.alive() or (
