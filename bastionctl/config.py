@@ -24,6 +24,9 @@ class Settings:
     keepalive_interval: int = 15
     bind: str = "127.0.0.1"
     default_user: str | None = None
+    # Resolvers the doctor asks ("addr" or "addr:port"); empty: the system's.
+    dns_servers: tuple[str, ...] = ()
+    dns_timeout: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -138,12 +141,26 @@ def _bind(value: Any) -> str:
     return validate.hostname(value) if value not in ("localhost",) else value
 
 
+def _dns_server(value: str) -> str:
+    from bastionctl.dns import parse_server
+
+    try:
+        parse_server(value)
+    except ConfigError as exc:
+        raise ValueError(exc.message.split(" is ")[-1]) from None
+    except ValueError:
+        raise ValueError("must be an IP address with an optional :port") from None
+    return value
+
+
 SETTINGS_FIELDS: dict[str, Converter] = {
     "known_hosts": _str_list(validate.path),
     "connect_timeout": _positive_number,
     "keepalive_interval": _positive_int,
     "bind": _bind,
     "default_user": _str(validate.user),
+    "dns_servers": _str_list(_dns_server),
+    "dns_timeout": _positive_number,
 }
 ENDPOINT_FIELDS: dict[str, Converter] = {
     "user": _str(validate.user),

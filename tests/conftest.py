@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.dns import unbound
+
 
 @pytest.fixture(autouse=True)
 def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
@@ -27,3 +29,18 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     monkeypatch.delenv("BASTIONCTL_CONFIG", raising=False)
     monkeypatch.delenv("BASTIONCTL_LAB_DIR", raising=False)
     yield home
+
+
+@pytest.fixture(scope="session")
+def resolvers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, unbound.Unbound]]:
+    """Three real resolvers: plain, DNS64 with 64:ff9b::/96, DNS64 with a /64 of its own."""
+    root = tmp_path_factory.mktemp("unbound")
+    started: dict[str, unbound.Unbound] = {}
+    try:
+        started["plain"] = unbound.start(root / "plain", None)
+        started["wkp"] = unbound.start(root / "wkp", "64:ff9b::/96")
+        started["nsp"] = unbound.start(root / "nsp", "fd64:1:2:3::/64")
+        yield started
+    finally:
+        for server in started.values():
+            unbound.stop(server)

@@ -1,7 +1,7 @@
 """The local lab: a 2FA OpenSSH bastion and private hosts in network namespaces."""
 
 from .build import LabStatus, check_prerequisites, down, status, up
-from .daemons import restart_target_sshd
+from .daemons import restart_target_sshd, start_sshd, stop_sshd
 from .info import HostInfo, LabInfo, render_config
 from .spec import LabSpec
 
@@ -14,6 +14,8 @@ __all__ = [
     "down",
     "render_config",
     "restart_target_sshd",
+    "start_sshd",
     "status",
+    "stop_sshd",
     "up",
 ]

@@ -140,20 +140,32 @@ def start_standin(spec: LabSpec, ns: str, port: int, name: str) -> int:
     return pid
 
 
-def restart_target_sshd(info: LabInfo, alias: str) -> int:
-    """Stop a private host's sshd and its sessions, start it again; for fault tests."""
+def _sshd_place(info: LabInfo, alias: str) -> tuple[str, Path, set[int]]:
+    if alias == BASTION:
+        return info.bastion_ns, info.bastion_sshd_log, {22, 2222}
     host = info.hosts[alias]
-    component = f"{alias} sshd"
-    old = info.pids[component]
-    for pid in [*system.children(old), old]:
+    return host.ns, host.sshd_log, {22}
+
+
+def stop_sshd(info: LabInfo, alias: str) -> None:
+    """Stop a lab sshd and every session under it; for fault tests."""
+    old = info.pids[f"{alias} sshd"]
+    sessions = system.children(old)
+    for pid in [*sessions, *(g for p in sessions for g in system.children(p)), old]:
         system.stop(pid)
+
+
+def start_sshd(info: LabInfo, alias: str) -> int:
+    """Start a lab sshd again with its own config; records the new pid in lab.json."""
+    ns, log, ports = _sshd_place(info, alias)
     conf = info.root / "hosts" / alias / "sshd_config"
-    pid = system.spawn(
-        host.ns,
-        ["/usr/sbin/sshd", "-D", "-f", str(conf), "-E", str(host.sshd_log)],
-        host.sshd_log,
-    )
-    system.wait_listening(host.ns, {22}, pid, f"sshd of {alias}", host.sshd_log)
-    info.pids[component] = pid
+    pid = system.spawn(ns, ["/usr/sbin/sshd", "-D", "-f", str(conf), "-E", str(log)], log)
+    system.wait_listening(ns, ports, pid, f"sshd of {alias}", log)
+    info.pids[f"{alias} sshd"] = pid
     info.save()
     return pid
+
+
+def restart_target_sshd(info: LabInfo, alias: str) -> int:
+    stop_sshd(info, alias)
+    return start_sshd(info, alias)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import paramiko
@@ -160,3 +163,30 @@ def _known_names(endpoint: Endpoint) -> list[str]:
             if name not in names:
                 names.append(name)
     return names
+
+
+class _OpenFailures(logging.Handler):
+    """Collects the server's reason for a refused channel, which paramiko only logs."""
+
+    pattern = re.compile(r"open FAILED: (.*): [^:]*$")
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.reasons: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = self.pattern.search(record.getMessage())
+        if match:
+            self.reasons.append(match.group(1))
+
+
+@contextlib.contextmanager
+def channel_failure_reasons() -> Iterator[list[str]]:
+    """`with channel_failure_reasons() as reasons:` around open_channel(); the server's texts."""
+    handler = _OpenFailures()
+    logger = logging.getLogger("paramiko.transport")
+    logger.addHandler(handler)
+    try:
+        yield handler.reasons
+    finally:
+        logger.removeHandler(handler)

@@ -25,6 +25,7 @@ from bastionctl.ssh.connect import (
     MAX_PACKET_SIZE,
     WINDOW_SIZE,
     Session,
+    channel_failure_reasons,
     connect_bastion,
     connect_through,
 )
@@ -150,18 +151,20 @@ class ManagedTunnel:
             raise ConnectionError(f"{self.spec.label} is {self.state.value}")
         _bastion, host = self._links()
         try:
-            return host.get().open_channel(
-                "direct-tcpip",
-                (self.spec.remote_host, self.spec.remote_port),
-                origin,
-                window_size=WINDOW_SIZE,
-                max_packet_size=MAX_PACKET_SIZE,
-                timeout=self.manager.session.settings.connect_timeout,
-            )
+            with channel_failure_reasons() as reasons:
+                return host.get().open_channel(
+                    "direct-tcpip",
+                    (self.spec.remote_host, self.spec.remote_port),
+                    origin,
+                    window_size=WINDOW_SIZE,
+                    max_packet_size=MAX_PACKET_SIZE,
+                    timeout=self.manager.session.settings.connect_timeout,
+                )
         except paramiko.ChannelException as exc:
             raise ConnectionError(
                 f"{self.spec.host.alias} could not connect to "
-                f"{self.spec.remote_host}:{self.spec.remote_port} ({exc.text})"
+                f"{self.spec.remote_host}:{self.spec.remote_port} "
+                f"({reasons[-1] if reasons else exc.text}); is the service running there?"
             ) from None
 
     def _listen(self) -> None:

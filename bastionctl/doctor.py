@@ -1,0 +1,517 @@
+"""The doctor's checks, as data: DNS and DNS64, reachability, keys, secrets, clock."""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import os
+import socket
+import stat
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bastionctl.config import Config
+from bastionctl.dns import Dns64View, Lookup, Resolver, discover_dns64
+from bastionctl.errors import BastionctlError
+from bastionctl.model import Bastion, Endpoint, Host, hostport
+
+BANNER_TIMEOUT = 5.0
+CLOCK_TOLERANCE = 15.0  # half a TOTP step
+
+
+class Status(enum.StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class Check:
+    subject: str
+    check: str
+    status: Status
+    detail: str
+    advice: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "status": self.status.value}
+
+
+# ---------------------------------------------------------------- DNS
+
+
+def route_exists(address: str) -> bool:
+    """Whether this machine has a route to `address`; a UDP connect sends no packet."""
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((address, 443))
+        except OSError:
+            return False
+    return True
+
+
+def nat64_route_check(view: Dns64View) -> Check | None:
+    """DNS64 without a NAT64 path: synthesised answers that lead nowhere from here."""
+    for prefix in view.found:
+        sample = str(prefix.network_address + 0xC000020A)  # 192.0.2.10 under /96
+        if not route_exists(sample):
+            return Check(
+                "resolver",
+                "NAT64 route",
+                Status.WARN,
+                f"DNS64 answers with {prefix}, but this machine has no route to it",
+                "synthesised addresses only work where a NAT64 gateway is routed",
+            )
+    return None
+
+
+def dns64_check(resolver: Resolver, view: Dns64View) -> Check:
+    servers = ", ".join(resolver.names())
+    if view.discovered:
+        found = ", ".join(
+            str(p) for p in view.prefixes if p != view.prefixes[-1] or len(view.prefixes) == 1
+        )
+        return Check(
+            "resolver",
+            "DNS64",
+            Status.OK,
+            f"{servers} synthesises AAAA with {found} (found via ipv4only.arpa, RFC 7050)",
+        )
+    return Check("resolver", "DNS64", Status.OK, f"{servers}: no DNS64 (ipv4only.arpa has no AAAA)")
+
+
+def _resolver_failure(subject: str, lookup: Lookup) -> Check:
+    return Check(
+        subject,
+        f"{lookup.rdtype} {lookup.name}",
+        Status.FAIL,
+        f"resolver {lookup.problem}: {lookup.detail}",
+        "check settings.dns_servers and that the resolver answers",
+    )
+
+
+def _split(view: Dns64View, addresses: Iterable[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    native: list[str] = []
+    synthesised: list[tuple[str, str]] = []
+    for address in addresses:
+        embedded = view.synthesised(address)
+        if embedded is None:
+            native.append(address)
+        else:
+            synthesised.append((address, str(embedded)))
+    return native, synthesised
+
+
+def endpoint_dns(endpoint: Endpoint, resolver: Resolver, view: Dns64View) -> list[Check]:
+    subject = endpoint.alias
+    if not endpoint.fqdn:
+        return [Check(subject, "DNS", Status.SKIP, "no fqdn in the inventory")]
+    checks: list[Check] = []
+    aaaa = resolver.lookup(endpoint.fqdn, "AAAA")
+    name = f"AAAA {endpoint.fqdn}"
+    want = str(ipaddress.ip_address(endpoint.ipv6)) if endpoint.ipv6 else None
+    if aaaa.problem in ("timeout", "servfail", "error"):
+        checks.append(_resolver_failure(subject, aaaa))
+    elif aaaa.problem == "nxdomain":
+        checks.append(
+            Check(
+                subject,
+                name,
+                Status.FAIL,
+                "the name does not exist",
+                "add it to the zone (bastionctl bastion-hosts --format zone)",
+            )
+        )
+    elif aaaa.problem == "nodata":
+        status = Status.FAIL if want else Status.WARN
+        detail = f"missing AAAA (the inventory has {want})" if want else "no AAAA: IPv4 only"
+        checks.append(Check(subject, name, status, detail, f"add AAAA {want}" if want else ""))
+    else:
+        native, synthesised = _split(view, aaaa.addresses)
+        if want and want in native:
+            extra = [a for a in native if a != want]
+            detail = "matches the inventory" + (f"; also {', '.join(extra)}" if extra else "")
+            checks.append(
+                Check(
+                    subject,
+                    name,
+                    Status.WARN if extra else Status.OK,
+                    detail,
+                    "remove the extra records" if extra else "",
+                )
+            )
+        elif want and native:
+            checks.append(
+                Check(
+                    subject,
+                    name,
+                    Status.FAIL,
+                    f"stale: DNS says {', '.join(native)}, the inventory {want}",
+                    f"update the AAAA record to {want}",
+                )
+            )
+        elif synthesised:
+            address, v4 = synthesised[0]
+            checks.append(
+                Check(
+                    subject,
+                    name,
+                    Status.WARN,
+                    f"only a DNS64-synthesised AAAA {address} (embeds {v4} from the A record)",
+                    "reachable over IPv6 only through NAT64; publish a native AAAA if it has IPv6",
+                )
+            )
+        else:
+            checks.append(Check(subject, name, Status.OK, f"native {', '.join(native)}"))
+    if endpoint.ipv4:
+        a = resolver.lookup(endpoint.fqdn, "A")
+        if a.problem in ("timeout", "servfail", "error"):
+            checks.append(_resolver_failure(subject, a))
+        elif endpoint.ipv4 in a.addresses:
+            checks.append(Check(subject, f"A {endpoint.fqdn}", Status.OK, "matches the inventory"))
+        else:
+            seen = ", ".join(a.addresses) or a.detail
+            checks.append(
+                Check(
+                    subject,
+                    f"A {endpoint.fqdn}",
+                    Status.WARN,
+                    f"DNS has {seen}, the inventory {endpoint.ipv4}",
+                    f"update the A record to {endpoint.ipv4}",
+                )
+            )
+    return checks
+
+
+def name_check(name: str, resolver: Resolver, view: Dns64View) -> Check:
+    """The seed's `dig AAAA` by hand: native AAAA, only a synthesised one, or none."""
+    aaaa = resolver.lookup(name, "AAAA")
+    if aaaa.problem in ("timeout", "servfail", "error"):
+        return _resolver_failure(name, aaaa)
+    if aaaa.problem == "nxdomain":
+        return Check(name, "AAAA", Status.FAIL, "the name does not exist")
+    native, synthesised = _split(view, aaaa.addresses)
+    if native:
+        return Check(name, "AAAA", Status.OK, f"native AAAA {', '.join(native)}")
+    if synthesised:
+        address, v4 = synthesised[0]
+        return Check(
+            name,
+            "AAAA",
+            Status.WARN,
+            f"only synthesised by DNS64: {address} (embeds {v4}); needs NAT64",
+            "IPv6-only hosts reach it only through a NAT64 gateway (or a VPC endpoint)",
+        )
+    return Check(
+        name,
+        "AAAA",
+        Status.FAIL,
+        "no AAAA at all, native or synthesised",
+        "IPv6-only hosts cannot reach it: use DNS64 + NAT64, a VPC endpoint, or IPv4",
+    )
+
+
+# ---------------------------------------------------------------- reachability
+
+
+def ssh_reachability(bastion: Bastion, timeout: float) -> list[Check]:
+    checks = []
+    for family, address in (("IPv6", bastion.ipv6), ("IPv4", bastion.ipv4)):
+        if not address:
+            continue
+        check = f"ssh over {family}"
+        target = hostport(address, bastion.port)
+        started = time.perf_counter()
+        try:
+            with socket.create_connection((address, bastion.port), timeout=timeout) as conn:
+                connected = (time.perf_counter() - started) * 1000
+                conn.settimeout(BANNER_TIMEOUT)
+                banner = conn.recv(256).split(b"\r\n")[0].decode(errors="replace")
+        except ConnectionRefusedError:
+            checks.append(
+                Check(
+                    bastion.alias,
+                    check,
+                    Status.FAIL,
+                    f"{target}: connection refused",
+                    "is sshd running and listening on that address?",
+                )
+            )
+            continue
+        except TimeoutError:
+            checks.append(
+                Check(
+                    bastion.alias,
+                    check,
+                    Status.FAIL,
+                    f"{target}: no answer within {timeout:g} s",
+                    "a firewall or security group may drop it",
+                )
+            )
+            continue
+        except OSError as exc:
+            checks.append(
+                Check(
+                    bastion.alias,
+                    check,
+                    Status.FAIL,
+                    f"{target}: {exc.strerror or exc}",
+                    "check routes and addresses",
+                )
+            )
+            continue
+        if not banner.startswith("SSH-"):
+            checks.append(
+                Check(
+                    bastion.alias,
+                    check,
+                    Status.FAIL,
+                    f"{target} answered, but not with an SSH banner",
+                )
+            )
+            continue
+        checks.append(
+            Check(bastion.alias, check, Status.OK, f"{target} in {connected:.1f} ms: {banner[:60]}")
+        )
+    return checks
+
+
+def deep_checks(bastion: Bastion, hosts: list[Host], session: Any) -> list[Check]:
+    """Log in to the bastion, then ask it for a channel to each host's SSH port."""
+    import paramiko
+
+    from bastionctl.ssh.connect import channel_failure_reasons, connect_bastion
+
+    try:
+        transport = connect_bastion(bastion, session)
+    except BastionctlError as exc:
+        return [Check(bastion.alias, "login", Status.FAIL, exc.message, exc.hint or "")]
+    checks = [Check(bastion.alias, "login", Status.OK, f"logged in as {bastion.user}")]
+    try:
+        checks.append(_clock_check(bastion, transport))
+        for host in hosts:
+            target = (host.connect_host, host.port)
+            check = f"channel to {hostport(*target)}"
+            try:
+                with channel_failure_reasons() as reasons:
+                    channel = transport.open_channel(
+                        "direct-tcpip",
+                        target,
+                        ("127.0.0.1", 0),
+                        timeout=session.settings.connect_timeout,
+                    )
+            except paramiko.ChannelException as exc:
+                reason = reasons[-1] if reasons else exc.text
+                failure = _channel_failure(exc.code, reason)
+                checks.append(Check(host.alias, check, Status.FAIL, *failure))
+                continue
+            except paramiko.SSHException:
+                checks.append(
+                    Check(
+                        host.alias,
+                        check,
+                        Status.FAIL,
+                        f"timeout: no connection within {session.settings.connect_timeout:g} s",
+                        "the host or a security group drops the bastion's packets",
+                    )
+                )
+                continue
+            channel.settimeout(BANNER_TIMEOUT)
+            try:
+                banner = channel.recv(256).split(b"\r\n")[0].decode(errors="replace")
+            except OSError:
+                banner = "(no banner)"
+            finally:
+                channel.close()
+            checks.append(Check(host.alias, check, Status.OK, f"sshd answers: {banner[:60]}"))
+    finally:
+        transport.close()
+    return checks
+
+
+def _channel_failure(code: int, reason: str) -> tuple[str, str]:
+    text = reason.lower()
+    if code == 1:
+        return f"the bastion refuses to forward there: {reason}", "check PermitOpen"
+    if "name" in text or "resolve" in text or "known" in text:
+        return f"DNS failure on the bastion: {reason}", "check the bastion's /etc/hosts or DNS"
+    if "refused" in text:
+        return f"channel refused: {reason}", "is sshd running on the host?"
+    if "timed out" in text:
+        return f"timeout: {reason}", "the host or a security group drops the packets"
+    return f"channel failed: {reason} (code {code})", ""
+
+
+def _clock_check(bastion: Bastion, transport: Any) -> Check:
+    try:
+        channel = transport.open_session(timeout=10)
+        channel.settimeout(10)
+        channel.exec_command("date -u +%s")
+        before = time.time()
+        output = channel.makefile("rb").read(64)
+        channel.close()
+        remote = float(output.strip())
+    except Exception:  # no shell, ForceCommand, odd output: say so rather than guess
+        return Check(
+            bastion.alias,
+            "clock",
+            Status.SKIP,
+            "cannot read the bastion's clock (no command execution there)",
+        )
+    skew = before - remote
+    if abs(skew) > CLOCK_TOLERANCE:
+        return Check(
+            bastion.alias,
+            "clock",
+            Status.FAIL,
+            f"this machine is {skew:+.0f} s off the bastion's clock",
+            "TOTP codes need synchronised clocks: fix NTP on the wrong side",
+        )
+    return Check(bastion.alias, "clock", Status.OK, f"within {abs(skew):.0f} s of the bastion")
+
+
+# ---------------------------------------------------------------- local
+
+
+def local_checks(endpoint: Endpoint, config: Config, secrets: Any) -> list[Check]:
+    from bastionctl.ssh.hostkeys import KnownHosts
+
+    checks = []
+    key = endpoint.identity_file
+    if key is None:
+        checks.append(Check(endpoint.alias, "identity file", Status.SKIP, "none set (ssh-agent)"))
+    elif not key.exists():
+        checks.append(
+            Check(
+                endpoint.alias,
+                "identity file",
+                Status.FAIL,
+                f"{key} does not exist",
+                "fix identity_file or create the key",
+            )
+        )
+    else:
+        mode = stat.S_IMODE(key.stat().st_mode)
+        if mode & 0o077:
+            checks.append(
+                Check(
+                    endpoint.alias,
+                    "identity file",
+                    Status.FAIL,
+                    f"{key} is mode {mode:04o}: others can read it",
+                    f"chmod 600 {key}",
+                )
+            )
+        elif key.stat().st_uid != os.getuid():
+            checks.append(
+                Check(
+                    endpoint.alias, "identity file", Status.WARN, f"{key} belongs to another user"
+                )
+            )
+        else:
+            checks.append(Check(endpoint.alias, "identity file", Status.OK, f"{key} ({mode:04o})"))
+    if isinstance(endpoint, Bastion):
+        known = KnownHosts(config.settings.known_hosts)
+        names = [endpoint.known_hosts_name, endpoint.alias]
+        if known.known_types(names):
+            checks.append(
+                Check(
+                    endpoint.alias,
+                    "known_hosts",
+                    Status.OK,
+                    f"host key known for {endpoint.known_hosts_name}",
+                )
+            )
+        else:
+            checks.append(
+                Check(
+                    endpoint.alias,
+                    "known_hosts",
+                    Status.FAIL,
+                    f"no host key for {endpoint.known_hosts_name}",
+                    "verify its fingerprint and add it to known_hosts",
+                )
+            )
+        checks.append(_secret_check(endpoint, secrets))
+    return checks
+
+
+def _secret_check(bastion: Bastion, secrets: Any) -> Check:
+    from bastionctl.errors import SecretStoreError
+
+    try:
+        stored = secrets.get(bastion.alias) is not None
+    except SecretStoreError as exc:
+        return Check(
+            bastion.alias,
+            "TOTP secret",
+            Status.WARN,
+            exc.message,
+            "codes will be asked for at each login",
+        )
+    if stored:
+        return Check(bastion.alias, "TOTP secret", Status.OK, "stored in the keyring")
+    return Check(
+        bastion.alias,
+        "TOTP secret",
+        Status.WARN,
+        "not stored: codes are asked for",
+        f"bastionctl otp set {bastion.alias}",
+    )
+
+
+# ---------------------------------------------------------------- all of it
+
+
+def run(
+    config: Config,
+    host: str | None = None,
+    names: Iterable[str] = (),
+    deep: bool = False,
+    secrets: Any = None,
+    session_factory: Callable[[], Any] | None = None,
+) -> list[Check]:
+    inventory = config.inventory
+    if host is not None:
+        from bastionctl.tunnels import find_host
+
+        if host in inventory.bastions:
+            bastions = [inventory.bastions[host]]
+            hosts = [h for h in inventory.hosts.values() if h.bastion == host]
+        else:
+            target = find_host(config, host)
+            bastions, hosts = [inventory.bastion_for(target)], [target]
+    else:
+        bastions = sorted(inventory.bastions.values(), key=lambda b: b.alias)
+        hosts = sorted(inventory.hosts.values(), key=lambda h: h.alias)
+    resolver = Resolver(config.settings.dns_servers, config.settings.dns_timeout)
+    view = discover_dns64(resolver)
+    checks = [dns64_check(resolver, view)]
+    nat64 = nat64_route_check(view)
+    if nat64 is not None:
+        checks.append(nat64)
+    checks += [name_check(name, resolver, view) for name in names]
+    if names and host is None:
+        return checks
+    for endpoint in [*bastions, *hosts]:
+        checks += endpoint_dns(endpoint, resolver, view)
+    for bastion in bastions:
+        checks += local_checks(bastion, config, secrets)
+        checks += ssh_reachability(bastion, config.settings.connect_timeout)
+    for host_entry in hosts:
+        checks += local_checks(host_entry, config, secrets)
+    if deep and session_factory is not None:
+        session = session_factory()
+        for bastion in bastions:
+            checks += deep_checks(
+                bastion, [h for h in hosts if h.bastion == bastion.alias], session
+            )
+    else:
+        checks += [
+            Check(b.alias, "clock", Status.SKIP, "not checked (--deep reads the bastion's clock)")
+            for b in bastions
+        ]
+    return checks
