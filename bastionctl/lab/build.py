@@ -206,6 +206,11 @@ def _build(spec: LabSpec) -> LabInfo:
                     pids[f"{target.alias} rdp-standin"] = daemons.start_standin(
                         spec, ns, port, "RDP stand-in"
                     )
+            elif kind.startswith("bench-"):
+                mode = kind.removeprefix("bench-")
+                pids[f"{target.alias} {kind}"] = daemons.start_standin(
+                    spec, ns, port, f"benchmark {mode}", mode
+                )
             else:
                 label = "RDP stand-in" if kind.startswith("rdp") else "SQL Server stand-in"
                 pids[f"{target.alias} {kind}"] = daemons.start_standin(spec, ns, port, label)

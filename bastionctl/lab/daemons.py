@@ -128,14 +128,11 @@ def start_xrdp(spec: LabSpec, ns: str, host_dir: Path) -> tuple[int | None, str]
     return pid, ""
 
 
-def start_standin(spec: LabSpec, ns: str, port: int, name: str) -> int:
+def start_standin(spec: LabSpec, ns: str, port: int, name: str, mode: str = "echo") -> int:
     log = spec.root / "logs" / f"{ns}-{port}-standin.log"
     module = f"{__package__}.standin"
-    pid = system.spawn(
-        ns,
-        [sys.executable, "-m", module, "--name", name, "--bind", "127.0.0.1", "--port", str(port)],
-        log,
-    )
+    argv = [sys.executable, "-m", module, "--name", name, "--bind", "127.0.0.1"]
+    pid = system.spawn(ns, [*argv, "--port", str(port), "--mode", mode], log)
     system.wait_listening(ns, {port}, pid, f"{name} in {ns}", log)
     return pid
 

@@ -14,7 +14,8 @@ class TargetPlan:
     alias: str
     index: int  # last group of the private IPv6 address
     platform: str
-    # port -> kind; a kind ending in "-standin" is an echo server named as such
+    # port -> kind; "-standin" kinds are echo servers named as such, "bench-" the
+    # benchmark's sink and source
     services: dict[int, str]
     config_services: tuple[str, ...]
 
@@ -23,7 +24,12 @@ TARGETS = (
     TargetPlan("server-02", 2, "linux", {3306: "mariadb"}, ("mysql",)),
     TargetPlan("server-03", 3, "windows", {3389: "xrdp", 1433: "mssql-standin"}, ("rdp", "mssql")),
     TargetPlan(
-        "server-04", 4, "windows", {3389: "rdp-standin", 1433: "mssql-standin"}, ("rdp", "mssql")
+        "server-04",
+        4,
+        "windows",
+        # 9000/9001: the benchmark's sink and source (bench/), reached with `tunnel port`.
+        {3389: "rdp-standin", 1433: "mssql-standin", 9000: "bench-sink", 9001: "bench-source"},
+        ("rdp", "mssql"),
     ),
 )
 

@@ -1,0 +1,465 @@
+"""bastionctl against OpenSSH through the lab, interleaved in one run.
+
+    python -m bench [--rounds N] [--size-mb M]      (root: it brings up its own lab)
+
+Prints a table of medians with bastionctl/OpenSSH ratios and writes bench/results/*.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bastionctl.lab import LabInfo, LabSpec, down, render_config, up
+from bastionctl.lab.standin import pattern
+
+LAB = LabSpec(name="bclb", net_id=4, root=Path("/var/lib/bastionctl-lab/bclb"))
+SINK, SOURCE, ECHO = 9000, 9001, 1433
+MB = 1_000_000
+CHUNK = 1 << 20
+
+
+# ---------------------------------------------------------------- clients
+
+
+def upload(port: int, size: int) -> float:
+    """Seconds to push `size` bytes into the sink; its sha256 answer is checked."""
+    data = pattern(size)
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as conn:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        view = memoryview(data)
+        for offset in range(0, size, CHUNK):
+            conn.sendall(view[offset : offset + CHUNK])
+        conn.shutdown(socket.SHUT_WR)
+        answer = conn.makefile("rb").readline().strip().decode()
+    elapsed = time.perf_counter() - started
+    if answer != hashlib.sha256(data).hexdigest():
+        raise SystemExit(f"upload through port {port}: sha256 mismatch")
+    return elapsed
+
+
+def download(port: int, size: int) -> float:
+    expected = hashlib.sha256(pattern(size)).hexdigest()
+    digest = hashlib.sha256()
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    received = 0
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as conn:
+        conn.sendall(f"{size}\n".encode())
+        while count := conn.recv_into(buffer):
+            digest.update(view[:count])
+            received += count
+    elapsed = time.perf_counter() - started
+    if received != size or digest.hexdigest() != expected:
+        raise SystemExit(f"download through port {port}: {received} bytes, sha256 mismatch")
+    return elapsed
+
+
+def round_trips(port: int, count: int) -> list[float]:
+    payload = b"x" * 100
+    times = []
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(count):
+            started = time.perf_counter()
+            conn.sendall(payload)
+            got = 0
+            while got < len(payload):
+                got += len(conn.recv(len(payload) - got))
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def parallel_download(port: int, streams: int, size: int) -> float:
+    """Aggregate MB/s of `streams` concurrent downloads."""
+    threads = [threading.Thread(target=download, args=(port, size)) for _ in range(streams)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return streams * size / MB / (time.perf_counter() - started)
+
+
+def listening(port: int) -> bool:
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                return True
+    return False
+
+
+def wait_listening(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not listening(port):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"nothing listens on {port} after {timeout} s")
+        time.sleep(0.005)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def descendants(pid: int) -> list[int]:
+    found, frontier = [pid], [pid]
+    while frontier:
+        parent = frontier.pop()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except OSError:
+                    continue
+                if ppid == parent:
+                    found.append(int(entry.name))
+                    frontier.append(int(entry.name))
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# ---------------------------------------------------------------- the two tools
+
+
+@dataclass
+class Tool:
+    name: str
+    home: Path
+    env: dict[str, str]
+    ports: dict[int, int] = field(default_factory=dict)  # remote port -> local port
+
+    def client_pids(self) -> list[int]:
+        raise NotImplementedError
+
+    def open_all(self) -> float:
+        """Open sink, source and echo tunnels; returns cold setup seconds to first echo."""
+        raise NotImplementedError
+
+    def second_tunnel(self) -> float:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class Bastionctl(Tool):
+    def __init__(self, lab: LabInfo, home: Path, env: dict[str, str]) -> None:
+        super().__init__("bastionctl", home, env)
+        self.config = home / "bastionctl.toml"
+        self.config.write_text(render_config(lab, bulk=True))
+        self.run("otp", "set", "server-01", stdin=lab.read_secret(bulk=True))
+
+    def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "bastionctl", "--config", str(self.config), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise SystemExit(f"bastionctl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result
+
+    def detach(self, remote: int) -> int:
+        local = free_port()
+        self.run("tunnel", "port", "server-04", str(remote), "--local-port", str(local), "--detach")
+        return local
+
+    def open_all(self) -> float:
+        started = time.perf_counter()
+        self.ports[ECHO] = self.detach(ECHO)
+        round_trips(self.ports[ECHO], 1)
+        cold = time.perf_counter() - started
+        for remote in (SINK, SOURCE):
+            self.ports[remote] = self.detach(remote)
+        return cold
+
+    def second_tunnel(self) -> float:
+        started = time.perf_counter()
+        port = self.detach(ECHO)
+        round_trips(port, 1)
+        return time.perf_counter() - started
+
+    def agent_pid(self) -> int:
+        return int((self.home / "run" / "bastionctl" / "tunnels" / "agent.pid").read_text())
+
+    def client_pids(self) -> list[int]:
+        return [self.agent_pid()]
+
+    def close(self) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "bastionctl", "tunnel", "stop", "--all"],
+            env=self.env,
+            capture_output=True,
+            timeout=60,
+        )
+        time.sleep(2.5)  # the agent leaves once idle
+
+
+class OpenSSH(Tool):
+    def __init__(self, lab: LabInfo, home: Path, env: dict[str, str]) -> None:
+        askpass = home / "askpass"
+        # The bench's TOTP answer for plain ssh, computed from the lab's own secret file.
+        askpass.write_text(
+            f"#!{sys.executable}\nimport pyotp\n"
+            f"print(pyotp.TOTP(open({str(lab.bulk_secret_file)!r}).read().split()[0]).now())\n"
+        )
+        askpass.chmod(0o700)
+        env = {**env, "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force"}
+        super().__init__("OpenSSH", home, env)
+        self.config = home / "ssh_config"
+        common = (
+            f"  User {lab.bulk_user}\n  IdentitiesOnly yes\n"
+            f"  UserKnownHostsFile {lab.known_hosts}\n  StrictHostKeyChecking yes\n"
+        )
+        self.config.write_text(
+            f"Host bastion\n  HostName {lab.bastion_ipv6}\n"
+            f"  IdentityFile {lab.client_keys['server-01']}\n{common}"
+            f"  ControlMaster auto\n  ControlPath {home}/cm-%C\n  ControlPersist 300\n"
+            f"Host target\n  HostName {lab.hosts['server-04'].ipv6}\n"
+            f"  IdentityFile {lab.client_keys['server-04']}\n{common}  ProxyJump bastion\n"
+        )
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def forward(self, remotes: list[int]) -> subprocess.Popen[bytes]:
+        args = ["ssh", "-F", str(self.config), "-N", "-o", "ExitOnForwardFailure yes"]
+        for remote in remotes:
+            self.ports[remote] = free_port()
+            args += ["-L", f"127.0.0.1:{self.ports[remote]}:localhost:{remote}"]
+        process = subprocess.Popen(
+            [*args, "target"],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.processes.append(process)
+        return process
+
+    def open_all(self) -> float:
+        started = time.perf_counter()
+        self.forward([ECHO, SINK, SOURCE])
+        wait_listening(self.ports[ECHO])
+        round_trips(self.ports[ECHO], 1)
+        return time.perf_counter() - started
+
+    def second_tunnel(self) -> float:
+        started = time.perf_counter()
+        self.forward([ECHO])
+        wait_listening(self.ports[ECHO])
+        round_trips(self.ports[ECHO], 1)
+        return time.perf_counter() - started
+
+    def master_pid(self) -> int | None:
+        check = subprocess.run(
+            ["ssh", "-F", str(self.config), "-O", "check", "bastion"],
+            capture_output=True,
+            text=True,
+            env=self.env,
+        )
+        digits = "".join(c for c in check.stderr.split("pid=")[-1] if c.isdigit())
+        return int(digits) if "pid=" in check.stderr and digits else None
+
+    def client_pids(self) -> list[int]:
+        pids = [pid for p in self.processes for pid in descendants(p.pid)]
+        master = self.master_pid()
+        return pids + ([master] if master else [])
+
+    def close(self) -> None:
+        for process in self.processes:
+            process.terminate()
+            process.wait(timeout=10)
+        self.processes.clear()
+        subprocess.run(
+            ["ssh", "-F", str(self.config), "-O", "exit", "bastion"],
+            capture_output=True,
+            env=self.env,
+        )
+
+
+# ---------------------------------------------------------------- the run
+
+
+@contextmanager
+def bench_home() -> Iterator[tuple[Path, dict[str, str]]]:
+    with tempfile.TemporaryDirectory(prefix="bastionctl-bench-") as tmp:
+        home = Path(tmp)
+        env = dict(os.environ)
+        for var, sub in (
+            ("XDG_CONFIG_HOME", "config"),
+            ("XDG_STATE_HOME", "state"),
+            ("XDG_CACHE_HOME", "cache"),
+            ("XDG_DATA_HOME", "data"),
+            ("XDG_RUNTIME_DIR", "run"),
+        ):
+            (home / sub).mkdir(mode=0o700)
+            env[var] = str(home / sub)
+        env["PYTHON_KEYRING_BACKEND"] = "keyrings.alt.file.PlaintextKeyring"
+        yield home, env
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def measure(tool: Tool, size: int, rtts: int, results: dict[str, list[float]]) -> None:
+    def add(key: str, value: float) -> None:
+        results.setdefault(f"{tool.name}:{key}", []).append(value)
+
+    add("cold setup s", tool.open_all())
+    add("second tunnel s", tool.second_tunnel())
+    cpu_before = cpu_seconds(tool.client_pids())
+    add("upload MB/s", size / MB / upload(tool.ports[SINK], size))
+    add("download MB/s", size / MB / download(tool.ports[SOURCE], size))
+    cpu = cpu_seconds(tool.client_pids()) - cpu_before
+    add("client CPU s/GB", cpu / (2 * size / 1e9))
+    times = sorted(round_trips(tool.ports[ECHO], rtts))
+    add("RTT p50 us", times[len(times) // 2] * 1e6)
+    add("RTT p99 us", times[int(len(times) * 0.99)] * 1e6)
+    add("8 streams MB/s", parallel_download(tool.ports[SOURCE], 8, size // 8))
+    tool.close()
+
+
+def cli_timings(env: dict[str, str], results: dict[str, list[float]]) -> None:
+    for key, args in (("--help ms", ["--help"]), ("tunnel list ms", ["tunnel", "list"])):
+        for _ in range(5):
+            started = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "bastionctl", *args],
+                env=env,
+                capture_output=True,
+                check=True,
+            )
+            results.setdefault(f"bastionctl:{key}", []).append(
+                (time.perf_counter() - started) * 1000
+            )
+
+
+def rss_with_tunnels(tool: Bastionctl, count: int) -> float:
+    for _ in range(count):
+        tool.detach(ECHO)
+    status = Path(f"/proc/{tool.agent_pid()}/status").read_text()
+    peak_kb = int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1])
+    tool.close()
+    return peak_kb / 1024
+
+
+ROWS = (  # figure, higher is better, target (ratio or absolute)
+    ("upload MB/s", True, ">= 1.0x"),
+    ("download MB/s", True, ">= 1.0x"),
+    ("8 streams MB/s", True, ""),
+    ("RTT p50 us", False, "<= 1.1x"),
+    ("RTT p99 us", False, ""),
+    ("cold setup s", False, "<= 1.0x"),
+    ("second tunnel s", False, "<= 0.3 s"),
+    ("client CPU s/GB", False, ""),
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--size-mb", type=int, default=200)
+    parser.add_argument("--rtts", type=int, default=1000)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("the benchmark brings up its own lab: run it as root")
+    size = args.size_mb * MB
+    results: dict[str, list[float]] = {}
+    down(LAB)
+    lab = up(LAB)
+    try:
+        with bench_home() as (home, env):
+            tools: list[Tool] = [Bastionctl(lab, home, env), OpenSSH(lab, home, env)]
+            for round_number in range(args.rounds):
+                # Interleaved, alternating who goes first, so drift hits both alike.
+                for tool in tools if round_number % 2 == 0 else tools[::-1]:
+                    print(f"round {round_number + 1}/{args.rounds}: {tool.name}", file=sys.stderr)
+                    measure(tool, size, args.rtts, results)
+            cli_timings(env, results)
+            bastionctl = tools[0]
+            assert isinstance(bastionctl, Bastionctl)
+            results["bastionctl:peak RSS MB, 20 tunnels"] = [rss_with_tunnels(bastionctl, 20)]
+    finally:
+        down(LAB)
+    report(results, args)
+
+
+def report(results: dict[str, list[float]], args: argparse.Namespace) -> None:
+    table: list[dict[str, Any]] = []
+    print(f"{'figure':<22}{'bastionctl':>12}{'OpenSSH':>12}{'ratio':>8}  target")
+    for figure, _higher, target in ROWS:
+        ours = median(results[f"bastionctl:{figure}"])
+        theirs = median(results[f"OpenSSH:{figure}"])
+        ratio = ours / theirs if theirs else float("nan")
+        print(f"{figure:<22}{ours:>12.3g}{theirs:>12.3g}{ratio:>7.2f}x  {target}")
+        table.append(
+            {
+                "figure": figure,
+                "bastionctl": ours,
+                "openssh": theirs,
+                "ratio": ratio,
+                "target": target,
+            }
+        )
+    for figure, target in (
+        ("--help ms", "<= 150 ms"),
+        ("tunnel list ms", ""),
+        ("peak RSS MB, 20 tunnels", "<= 120 MB"),
+    ):
+        ours = median(results[f"bastionctl:{figure}"])
+        print(f"{figure:<22}{ours:>12.3g}{'':>12}{'':>8}  {target}")
+        table.append({"figure": figure, "bastionctl": ours, "target": target})
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    meta = {
+        "date": stamp,
+        "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "rounds": args.rounds,
+        "size_mb": args.size_mb,
+        "raw": results,
+        "table": table,
+    }
+    path = out / f"bench-{stamp}.json"
+    path.write_text(json.dumps(meta, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
