@@ -495,6 +495,182 @@ def otp_status(app: App, bastion: str | None, as_json: bool) -> None:
         click.echo(f"  {row['bastion']}: {state}")
 
 
+# ---------------------------------------------------------------- export
+
+
+def _ssh_options(app: App, service_hosts: bool) -> Any:
+    from bastionctl.render.ssh_config import SshOptions
+
+    settings = app.config.settings
+    return SshOptions(
+        control_path=settings.control_path,
+        control_persist=settings.control_persist,
+        server_alive_interval=settings.keepalive_interval,
+        known_hosts=tuple(str(p) for p in settings.known_hosts),
+        service_hosts=service_hosts,
+    )
+
+
+def render_ssh_config(app: App, service_hosts: bool = False) -> str:
+    from bastionctl.render import ssh_config
+
+    sources = [str(app.config.path)] if app.config.path else []
+    rendered = ssh_config.render(
+        app.config.inventory, _ssh_options(app, service_hosts), sources, app.config.services
+    )
+    for warning in rendered.warnings:
+        _err(f"bastionctl: warning: {warning}")
+    return rendered.text
+
+
+def _control_dir(app: App) -> Path:
+    """The ControlPath's directory as ssh sees it: `~` is the passwd home, not $HOME."""
+    import pwd
+
+    path = app.config.settings.control_path
+    if path.startswith("~/"):
+        path = pwd.getpwuid(os.getuid()).pw_dir + path[1:]
+    return Path(path).parent
+
+
+@cli.command("ssh-config")
+@click.option(
+    "--write",
+    "write_to",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[PATH]",
+    help="Install as an include file (default ~/.ssh/config.d/bastionctl.conf).",
+)
+@click.option("--block", is_flag=True, help="Install as a managed block in ~/.ssh/config.")
+@click.option("--diff", "show_diff", is_flag=True, help="Show what would change; write nothing.")
+@click.option("--check", is_flag=True, help="Exit 1 when the installed config is stale.")
+@click.option("--service-hosts", is_flag=True, help="Add HOST-SERVICE hosts with LocalForward.")
+@click.pass_obj
+def ssh_config_command(
+    app: App,
+    write_to: str | None,
+    block: bool,
+    show_diff: bool,
+    check: bool,
+    service_hosts: bool,
+) -> None:
+    """Print the ssh config for the inventory, or install it into ~/.ssh."""
+    from bastionctl.render import write
+
+    text = render_ssh_config(app, service_hosts)
+    if write_to is None and not block and not show_diff and not check:
+        click.echo(text, nl=False)
+        return
+    ssh_dir = Path.home() / ".ssh"
+    config_file = ssh_dir / "config"
+    if block:
+        changes = [write.plan(config_file, write.with_block(write._read(config_file), text))]
+    else:
+        target = (
+            Path(write_to).expanduser() if write_to else ssh_dir / "config.d" / "bastionctl.conf"
+        )
+        line = write.include_line(target, ssh_dir)
+        changes = [
+            write.plan(target, text),
+            write.plan(config_file, write.with_include(write._read(config_file), line)),
+        ]
+    stale = [c for c in changes if c.changed]
+    if show_diff:
+        for change in stale:
+            click.echo(change.diff(), nl=False)
+    if check:
+        if stale:
+            _err(f"bastionctl: stale: {', '.join(str(c.path) for c in stale)} (run with --write)")
+            raise click.exceptions.Exit(ExitStatus.FAILURE)
+        click.echo("ssh config is up to date")
+    if show_diff or check:
+        return
+    _control_dir(app).mkdir(mode=0o700, parents=True, exist_ok=True)
+    for change in changes:
+        backup = write.apply(change)
+        if change.changed:
+            click.echo(f"wrote {change.path}" + (f" (backup {backup.name})" if backup else ""))
+    if not stale:
+        click.echo("ssh config is up to date; nothing written")
+
+
+@cli.command("bastion-hosts")
+@click.option("--format", "fmt", type=click.Choice(["hosts", "dnsmasq", "zone"]), default="hosts")
+@click.option("--domain", default=None, help="Zone origin (default: settings.dns_domain).")
+@click.option("--ipv4", is_flag=True, help="Also IPv4 addresses (always in zones).")
+@click.pass_obj
+def bastion_hosts(app: App, fmt: str, domain: str | None, ipv4: bool) -> None:
+    """The bastion's /etc/hosts lines, or the same records for dnsmasq or a BIND zone."""
+    from bastionctl.render import hosts
+
+    inventory = app.config.inventory
+    if fmt == "hosts":
+        click.echo(hosts.hosts_file(inventory, ipv4), nl=False)
+    elif fmt == "dnsmasq":
+        click.echo(hosts.dnsmasq(inventory, ipv4), nl=False)
+    else:
+        origin = domain or app.config.settings.dns_domain
+        if not origin:
+            raise UsageError("a zone needs a domain", "give --domain or set settings.dns_domain")
+        try:
+            click.echo(hosts.zone(inventory, origin), nl=False)
+        except ValueError as exc:
+            raise UsageError(f"--domain {origin!r}: {exc}") from None
+
+
+@cli.command("askpass", hidden=True)
+@click.argument("prompt", required=False, default="")
+@click.pass_obj
+def askpass_command(app: App, prompt: str) -> None:
+    """SSH_ASKPASS helper: answers a bastion's TOTP prompt from the keyring."""
+    from bastionctl.askpass import answer
+
+    reply = answer(app.config, prompt)
+    if reply is None:
+        raise BastionctlError(
+            f"cannot answer {prompt.strip()!r}: no stored secret for it and no terminal"
+        )
+    click.echo(reply)
+
+
+@cli.command(
+    "ssh", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
+)
+@click.argument("host")
+@click.argument("ssh_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def ssh_command(app: App, host: str, ssh_args: tuple[str, ...]) -> None:
+    """Run the real ssh with the exported config; TOTP prompts come from the keyring."""
+    import shlex
+    import shutil
+
+    from bastionctl import control
+    from bastionctl.atomic import write_atomic
+
+    inventory = app.config.inventory
+    if host not in inventory.hosts and host not in inventory.bastions:
+        raise UsageError(f"unknown host '{host}'", f"hosts: {', '.join(inventory.names())}")
+    if shutil.which("ssh") is None:
+        raise BastionctlError("the ssh client is not installed", "install openssh-client")
+    run_dir = control.sockets_dir().parent
+    config_file = run_dir / "ssh_config"
+    write_atomic(config_file, render_ssh_config(app), mode=0o600)
+    helper = run_dir / "askpass"
+    config_args = f" --config {shlex.quote(str(app.config.path))}" if app.config.path else ""
+    write_atomic(
+        helper,
+        f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m bastionctl{config_args} askpass "$@"\n',
+        mode=0o700,
+    )
+    _control_dir(app).mkdir(mode=0o700, parents=True, exist_ok=True)
+    env = {**os.environ, "SSH_ASKPASS": str(helper), "SSH_ASKPASS_REQUIRE": "force"}
+    sys.stdout.flush()
+    # Replaces this process: ssh owns the terminal from here; HOST is an inventory alias.
+    os.execvpe("ssh", ["ssh", "-F", str(config_file), host, *ssh_args], env)  # noqa: S606
+
+
 # ---------------------------------------------------------------- doctor
 
 

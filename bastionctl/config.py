@@ -27,6 +27,12 @@ class Settings:
     # Resolvers the doctor asks ("addr" or "addr:port"); empty: the system's.
     dns_servers: tuple[str, ...] = ()
     dns_timeout: float = 2.0
+    # ssh config export: how long a bastion's shared connection outlives its last user.
+    control_persist: str = "10m"
+    # Where ssh keeps the bastions' shared connections (a private directory; %C = a hash).
+    control_path: str = "~/.ssh/bastionctl-cm/%C"
+    # The zone `bastion-hosts --format zone` writes records for.
+    dns_domain: str | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,12 @@ def _bind(value: Any) -> str:
     return validate.hostname(value) if value not in ("localhost",) else value
 
 
+def _duration(value: str) -> str:
+    if not re.fullmatch(r"(yes|no|\d+[smhdw]?)", value):
+        raise ValueError("must be yes, no, or a time such as 600, 10m, 1h")
+    return value
+
+
 def _dns_server(value: str) -> str:
     from bastionctl.dns import parse_server
 
@@ -161,6 +173,9 @@ SETTINGS_FIELDS: dict[str, Converter] = {
     "default_user": _str(validate.user),
     "dns_servers": _str_list(_dns_server),
     "dns_timeout": _positive_number,
+    "control_persist": _str(_duration),
+    "control_path": _str(validate.path),
+    "dns_domain": _str(validate.fqdn),
 }
 ENDPOINT_FIELDS: dict[str, Converter] = {
     "user": _str(validate.user),

@@ -1,0 +1,62 @@
+"""The bastion's /etc/hosts lines and the same records for dnsmasq and a BIND zone."""
+
+from __future__ import annotations
+
+import time
+
+from bastionctl import validate
+from bastionctl.model import Endpoint, Inventory
+
+
+def _records(inventory: Inventory, ipv4: bool) -> list[tuple[str, str, str]]:
+    """(address, fqdn, alias) per endpoint, IPv6 first; unsafe names are left out."""
+    records = []
+    endpoints: list[Endpoint] = [
+        *sorted(inventory.bastions.values(), key=lambda e: e.alias),
+        *sorted(inventory.hosts.values(), key=lambda e: e.alias),
+    ]
+    for endpoint in endpoints:
+        try:
+            alias = validate.alias(endpoint.alias)
+            fqdn = validate.fqdn(endpoint.fqdn) if endpoint.fqdn else ""
+        except ValueError:
+            continue
+        for address in (endpoint.ipv6, endpoint.ipv4 if ipv4 else None):
+            if address:
+                records.append((validate.hostname(address), fqdn, alias))
+    return records
+
+
+def hosts_file(inventory: Inventory, ipv4: bool = False) -> str:
+    lines = ["# bastionctl: bastion /etc/hosts entries"]
+    for address, fqdn, alias in _records(inventory, ipv4):
+        names = " ".join(n for n in (fqdn, alias) if n)
+        lines.append(f"{address:<39} {names}")
+    return "\n".join(lines) + "\n"
+
+
+def dnsmasq(inventory: Inventory, ipv4: bool = False) -> str:
+    lines = ["# bastionctl: dnsmasq host records"]
+    for address, fqdn, alias in _records(inventory, ipv4):
+        names = ",".join(n for n in (fqdn, alias) if n)
+        lines.append(f"host-record={names},{address}")
+    return "\n".join(lines) + "\n"
+
+
+def zone(inventory: Inventory, domain: str, ipv4: bool = True, serial: int | None = None) -> str:
+    origin = validate.fqdn(domain)
+    serial = serial if serial is not None else int(time.time())
+    lines = [
+        f"$ORIGIN {origin}.",
+        "$TTL 300",
+        f"@ IN SOA localhost. hostmaster.{origin}. ({serial} 3600 600 86400 300)",
+        # An out-of-zone name server needs no glue; the records are what matters here.
+        "@ IN NS localhost.",
+    ]
+    for address, fqdn, _alias in _records(inventory, ipv4):
+        if not fqdn or not (fqdn == origin or fqdn.endswith("." + origin)):
+            continue
+        name = "@" if fqdn == origin else fqdn[: -len(origin) - 1]
+        kind = "AAAA" if ":" in address else "A"
+        lines.append(f"{name} IN {kind} {address}")
+    return "\n".join(lines) + "\n"
