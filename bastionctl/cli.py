@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from bastionctl import __version__
+from bastionctl import __version__, paths
 from bastionctl.config import Config, load_config, resolve_config_path
 from bastionctl.errors import BastionctlError, ConnectError, ExitStatus, UsageError
 from bastionctl.model import Bastion, Host, TunnelSpec, hostport
@@ -498,26 +498,10 @@ def otp_status(app: App, bastion: str | None, as_json: bool) -> None:
 # ---------------------------------------------------------------- export
 
 
-def _ssh_options(app: App, service_hosts: bool) -> Any:
-    from bastionctl.render.ssh_config import SshOptions
-
-    settings = app.config.settings
-    return SshOptions(
-        control_path=settings.control_path,
-        control_persist=settings.control_persist,
-        server_alive_interval=settings.keepalive_interval,
-        known_hosts=tuple(str(p) for p in settings.known_hosts),
-        service_hosts=service_hosts,
-    )
-
-
 def render_ssh_config(app: App, service_hosts: bool = False) -> str:
-    from bastionctl.render import ssh_config
+    from bastionctl.render.ssh_config import render_config
 
-    sources = [str(app.config.path)] if app.config.path else []
-    rendered = ssh_config.render(
-        app.config.inventory, _ssh_options(app, service_hosts), sources, app.config.services
-    )
+    rendered = render_config(app.config, service_hosts)
     for warning in rendered.warnings:
         _err(f"bastionctl: warning: {warning}")
     return rendered.text
@@ -566,15 +550,15 @@ def ssh_config_command(
     ssh_dir = Path.home() / ".ssh"
     config_file = ssh_dir / "config"
     if block:
-        changes = [write.plan(config_file, write.with_block(write._read(config_file), text))]
+        changes = [
+            write.plan(config_file, write.with_block(write.read_existing(config_file), text))
+        ]
     else:
-        target = (
-            Path(write_to).expanduser() if write_to else ssh_dir / "config.d" / "bastionctl.conf"
-        )
+        target = Path(write_to).expanduser() if write_to else paths.ssh_include_file()
         line = write.include_line(target, ssh_dir)
         changes = [
             write.plan(target, text),
-            write.plan(config_file, write.with_include(write._read(config_file), line)),
+            write.plan(config_file, write.with_include(write.read_existing(config_file), line)),
         ]
     stale = [c for c in changes if c.changed]
     if show_diff:

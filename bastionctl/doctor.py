@@ -463,6 +463,35 @@ def _secret_check(bastion: Bastion, secrets: Any) -> Check:
     )
 
 
+def ssh_config_check(config: Config) -> Check:
+    """Is the installed include file (`ssh-config --write`) what the inventory says now?"""
+    from bastionctl.paths import ssh_include_file
+    from bastionctl.render.ssh_config import render_config
+
+    installed = ssh_include_file()
+    try:
+        current = installed.read_text()
+    except FileNotFoundError:
+        return Check(
+            "ssh config",
+            "exported",
+            Status.SKIP,
+            f"{installed} is not installed",
+            "bastionctl ssh-config --write",
+        )
+    except OSError as exc:
+        return Check("ssh config", "exported", Status.WARN, f"cannot read {installed}: {exc}")
+    if current == render_config(config).text:
+        return Check("ssh config", "exported", Status.OK, f"{installed} is up to date")
+    return Check(
+        "ssh config",
+        "exported",
+        Status.WARN,
+        f"{installed} is stale",
+        "bastionctl ssh-config --write",
+    )
+
+
 # ---------------------------------------------------------------- all of it
 
 
@@ -503,6 +532,7 @@ def run(
         checks += ssh_reachability(bastion, config.settings.connect_timeout)
     for host_entry in hosts:
         checks += local_checks(host_entry, config, secrets)
+    checks.append(ssh_config_check(config))
     if deep and session_factory is not None:
         session = session_factory()
         for bastion in bastions:

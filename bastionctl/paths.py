@@ -24,6 +24,11 @@ def lab_config_file() -> Path:
     return config_dir() / "lab.toml"
 
 
+def ssh_include_file() -> Path:
+    """Where `ssh-config --write` installs the generated config by default."""
+    return Path.home() / ".ssh" / "config.d" / "bastionctl.conf"
+
+
 def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir(APP))
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from bastionctl import validate
+from bastionctl.config import Config, Settings
 from bastionctl.model import Bastion, Endpoint, Host, Inventory
 from bastionctl.services import ServiceCatalogue
 
@@ -27,6 +28,23 @@ class SshOptions:
     server_alive_count_max: int = 3
     known_hosts: tuple[str, ...] = ()
     service_hosts: bool = False
+
+
+def options_from(settings: Settings, service_hosts: bool = False) -> SshOptions:
+    return SshOptions(
+        control_path=settings.control_path,
+        control_persist=settings.control_persist,
+        server_alive_interval=settings.keepalive_interval,
+        known_hosts=tuple(str(p) for p in settings.known_hosts),
+        service_hosts=service_hosts,
+    )
+
+
+def render_config(config: Config, service_hosts: bool = False) -> Rendered:
+    sources = [str(config.path)] if config.path else []
+    return render(
+        config.inventory, options_from(config.settings, service_hosts), sources, config.services
+    )
 
 
 @dataclass

@@ -44,7 +44,7 @@ class Change:
         )
 
 
-def _read(path: Path) -> str | None:
+def read_existing(path: Path) -> str | None:
     try:
         with path.open(encoding="utf-8", newline="") as handle:
             return handle.read()
@@ -129,7 +129,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def plan(path: Path, new: str) -> Change:
-    return Change(path, _read(path), new)
+    return Change(path, read_existing(path), new)
 
 
 def apply(change: Change) -> Path | None:
@@ -142,7 +142,7 @@ def apply(change: Change) -> Path | None:
     except OSError as exc:
         raise BastionctlError(f"cannot create {path.parent}: {exc.strerror}") from None
     with _locked(path):
-        current = _read(path)
+        current = read_existing(path)
         if current != change.old:
             raise BastionctlError(f"{path} changed while bastionctl was working; run it again")
         backup = None

@@ -1,0 +1,144 @@
+"""Renderers (pure) checked by the real ssh client, dnsmasq and a zone parser."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import dns.zone
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bastionctl.config import load_config
+from bastionctl.model import Bastion, Host, Inventory
+from bastionctl.render import hosts
+from bastionctl.render.ssh_config import SshOptions, render
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = load_config(REPO / "configs" / "example.toml")
+
+
+def ssh_g(config_text: str, alias: str, tmp_path: Path) -> dict[str, str]:
+    path = tmp_path / "ssh_config"
+    path.write_text(config_text)
+    out = subprocess.run(
+        ["ssh", "-G", "-F", str(path), alias], capture_output=True, text=True, check=True
+    ).stdout
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+def test_every_alias_resolves_as_the_inventory_says(tmp_path: Path) -> None:
+    rendered = render(EXAMPLE.inventory, SshOptions(), ["example.toml"], EXAMPLE.services)
+    assert not rendered.warnings
+    inventory = EXAMPLE.inventory
+    for endpoint in [*inventory.bastions.values(), *inventory.hosts.values()]:
+        options = ssh_g(rendered.text, endpoint.alias, tmp_path)
+        assert options["hostname"] == endpoint.connect_host
+        assert options["user"] == endpoint.user
+        assert options["port"] == str(endpoint.port)
+        assert options["identityfile"] == str(endpoint.identity_file)
+        if isinstance(endpoint, Host):
+            assert options["proxyjump"] == endpoint.bastion
+        else:
+            assert options["controlmaster"] == "auto" and options["controlpersist"] == "600"
+
+
+def test_service_hosts_carry_local_forwards(tmp_path: Path) -> None:
+    rendered = render(EXAMPLE.inventory, SshOptions(service_hosts=True), [], EXAMPLE.services)
+    options = ssh_g(rendered.text, "server-03-rdp", tmp_path)
+    assert options["localforward"] == "[127.0.0.1]:53389 [localhost]:3389"
+    assert options["hostname"] == "2001:db8::3"
+
+
+def _hostile_inventory(**fields: str) -> Inventory:
+    bastion = Bastion(alias="b", user="op", ipv6="2001:db8::1")
+    values = {"alias": "h", "user": "u", "ipv6": "2001:db8::2", "bastion": "b", **fields}
+    return Inventory({"b": bastion}, {values["alias"]: Host(**values)})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"user": "root\n    ProxyCommand touch /tmp/pwned"},
+        {"alias": "h ProxyCommand x"},
+        {"hostname": "evil.example\r\nProxyCommand x"},
+        {"user": 'a"b'},
+        {"identity_file": "/k ey"},
+        {"alias": "h#x"},
+        {"bastion": "b\nHost *"},
+    ],
+)
+def test_hostile_values_drop_the_host_with_a_warning(fields: dict[str, str]) -> None:
+    if "identity_file" in fields:
+        fields = {"identity_file": Path(fields["identity_file"])}  # type: ignore[dict-item]
+    rendered = render(_hostile_inventory(**fields), SshOptions(), [])
+    assert len(rendered.warnings) == 1
+    assert "Host h" not in rendered.text.replace("Host b", "")
+    assert "ProxyCommand" not in rendered.text and "pwned" not in rendered.text
+
+
+DIRECTIVES = {
+    "HostName",
+    "User",
+    "Port",
+    "IdentityFile",
+    "IdentitiesOnly",
+    "ProxyJump",
+    "ServerAliveInterval",
+    "ServerAliveCountMax",
+}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    alias=st.text(min_size=1, max_size=20),
+    user=st.text(min_size=1, max_size=20),
+    hostname=st.text(min_size=1, max_size=30),
+    key=st.text(min_size=1, max_size=30),
+)
+def test_arbitrary_strings_never_add_a_directive(
+    alias: str, user: str, hostname: str, key: str
+) -> None:
+    inventory = _hostile_inventory(
+        alias=alias, user=user, hostname=hostname, identity_file=Path(key)
+    )  # type: ignore[arg-type]
+    text = render(inventory, SshOptions(), []).text
+    blocks = text.split("\n\n")[2:]  # header, bastion, then the host if it was kept
+    for block in blocks:
+        lines = block.strip("\n").splitlines()
+        assert lines[0].startswith("Host ") and len(lines[0].split()) == 2
+        directives = [line.split()[0] for line in lines[1:]]
+        assert set(directives) <= DIRECTIVES and len(directives) == len(set(directives))
+        assert all(line.startswith("    ") and len(line.split()) == 2 for line in lines[1:])
+
+
+def test_property_sample_is_accepted_by_ssh(tmp_path: Path) -> None:
+    for alias, user in (("a.b-c_d", "x_y.z-1"), ("h1", "Administrator")):
+        inventory = _hostile_inventory(alias=alias, user=user)
+        options = ssh_g(render(inventory, SshOptions(), []).text, alias, tmp_path)
+        assert options["user"] == user.lower() or options["user"] == user
+
+
+def test_hosts_formats_and_external_checkers(tmp_path: Path) -> None:
+    inventory = EXAMPLE.inventory
+    assert hosts.hosts_file(inventory).splitlines()[1:] == [
+        f"{'2001:db8::2':<39} server-02.joeplaa.com server-02",
+        f"{'2001:db8::3':<39} server-03.joeplaa.com server-03",
+    ]
+    conf = tmp_path / "dnsmasq.conf"
+    conf.write_text(hosts.dnsmasq(inventory))
+    dnsmasq = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+    checked = subprocess.run(
+        [dnsmasq, "--test", f"--conf-file={conf}"], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert "host-record=server-02.joeplaa.com,server-02,2001:db8::2" in conf.read_text()
+    text = hosts.zone(inventory, "joeplaa.com", serial=1)
+    zone = dns.zone.from_text(text, origin="joeplaa.com.", relativize=False)
+    aaaa: dict[str, list[str]] = {}
+    for name, _ttl, rdata in zone.iterate_rdatas("AAAA"):
+        aaaa.setdefault(str(name), []).append(rdata.address)
+    assert aaaa["server-02.joeplaa.com."] == ["2001:db8::2"]
+    assert aaaa["server-03.joeplaa.com."] == ["2001:db8::3"]
