@@ -22,6 +22,7 @@ from typing import Any
 from bastionctl import control, paths
 from bastionctl.config import load_config
 from bastionctl.errors import AuthError, BastionctlError, UsageError
+from bastionctl.inventory.load import load_inventory
 from bastionctl.ssh.hostkeys import KnownHosts
 from bastionctl.ssh.manager import TunnelManager
 from bastionctl.tunnels import PortBook, build_spec, describe, spec_key
@@ -64,7 +65,7 @@ class TunnelHost:
         self.busy += 1
         try:
             config_path = request.get("config")
-            config = load_config(Path(config_path) if config_path else None)
+            config = load_inventory(load_config(Path(config_path) if config_path else None)).config
             spec = build_spec(
                 config,
                 str(request.get("host")),

@@ -31,12 +31,45 @@ FIXED_TUNNEL_COMMANDS = ("port",)
 class App:
     config_option: Path | None
     debug: bool = False
+    # How the inventory is loaded; `hosts` sets these before first use.
+    refresh: bool = False
+    only_sources: tuple[str, ...] | None = None
+    show_progress: bool = False
+    all_warnings: bool = False
+    quiet: bool = False
+    _static: Config | None = field(default=None, repr=False)
     _config: Config | None = field(default=None, repr=False)
 
     @property
+    def static_config(self) -> Config:
+        """Settings, services and the config file's own inventory; nothing fetched."""
+        if self._static is None:
+            self._static = load_config(resolve_config_path(self.config_option))
+        return self._static
+
+    @property
     def config(self) -> Config:
+        """The config with the whole inventory: static entries merged with EC2."""
         if self._config is None:
-            self._config = load_config(resolve_config_path(self.config_option))
+            from bastionctl.inventory.load import load_inventory
+
+            progress = (lambda line: _err(f"bastionctl: {line}")) if self.show_progress else None
+            loaded = load_inventory(
+                self.static_config,
+                refresh=self.refresh,
+                only=self.only_sources,
+                progress=progress,
+            )
+            if self.all_warnings:
+                for warning in loaded.warnings:
+                    _err(f"bastionctl: warning: {warning}")
+            elif loaded.warnings and not self.quiet:
+                count = len(loaded.warnings)
+                _err(
+                    f"bastionctl: warning: the inventory has {count} warning"
+                    f"{'s' * (count != 1)} (bastionctl hosts shows them)"
+                )
+            self._config = loaded.config
         return self._config
 
     def host(self, alias: str) -> Host:
@@ -99,33 +132,60 @@ def cli(ctx: click.Context, config_path: Path | None, debug: bool, verbose: bool
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--refresh", is_flag=True, help="Fetch from EC2 even if the cache is fresh.")
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    metavar="NAME",
+    help="Only this source: 'static' or an [[ec2]] name (repeatable).",
+)
 @click.pass_obj
-def hosts(app: App, as_json: bool) -> None:
-    """List the bastions and hosts of the inventory."""
+def hosts(app: App, as_json: bool, refresh: bool, sources: tuple[str, ...]) -> None:
+    """List the bastions and hosts of the inventory (static config and EC2 tags)."""
+    app.refresh = refresh
+    app.only_sources = sources or None
+    app.show_progress = True
+    app.all_warnings = True
     inventory = app.config.inventory
-    rows: list[dict[str, Any]] = []
-    for bastion in sorted(inventory.bastions.values(), key=lambda b: b.alias):
-        rows.append(_endpoint_row(bastion, "bastion"))
-    for host in sorted(inventory.hosts.values(), key=lambda h: (h.bastion, h.alias)):
-        rows.append(_endpoint_row(host, "host"))
+    rows = [_endpoint_row(b, "bastion") for b in inventory.bastions.values()]
+    rows += [_endpoint_row(h, "host") for h in inventory.hosts.values()]
+    rows.sort(key=lambda r: (r["role"] != "bastion", r["alias"]))
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps(rows, indent=2, sort_keys=True))
         return
     if not rows:
         _err(f"the inventory is empty ({_config_hint(app.config)})")
         return
-    columns = ("alias", "role", "platform", "address", "user", "bastion", "services")
-    table = [
-        [str(row.get(c) or "-") if c != "services" else ",".join(row[c]) or "-" for c in columns]
-        for row in rows
-    ]
-    widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
-    for r in table:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    _print_table(
+        ("alias", "role", "platform", "ipv6", "ipv4", "bastion", "services", "region"), rows
+    )
+
+
+def _print_table(columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for column in columns:
+        table.add_column(column.upper(), no_wrap=True)
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            text = ",".join(value) if isinstance(value, list) else str(value or "")
+            cells.append(text or "-")
+        table.add_row(*cells)
+    # Values are data, never markup or :emoji: codes (an IPv6 "::100::" is not a smiley).
+    console = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+    if not console.is_terminal:
+        console.width = 1000
+    console.print(table)
 
 
 def _endpoint_row(endpoint: Bastion | Host, role: str) -> dict[str, Any]:
+    origin = endpoint.origin
     return {
         "alias": endpoint.alias,
         "role": role,
@@ -133,12 +193,19 @@ def _endpoint_row(endpoint: Bastion | Host, role: str) -> dict[str, Any]:
         "address": endpoint.connect_host,
         "ipv6": endpoint.ipv6,
         "ipv4": endpoint.ipv4,
+        "public_ipv4": origin.public_ipv4 if origin else None,
         "fqdn": endpoint.fqdn,
         "user": endpoint.user,
         "port": endpoint.port,
         "identity_file": str(endpoint.identity_file) if endpoint.identity_file else None,
         "bastion": getattr(endpoint, "bastion", None),
         "services": list(getattr(endpoint, "services", ())),
+        "source": origin.source if origin else "static",
+        "region": origin.region if origin else None,
+        "vpc_id": origin.vpc_id if origin else None,
+        "instance_id": origin.instance_id if origin else None,
+        "account": origin.account if origin else None,
+        "platform_details": origin.platform_details if origin else None,
     }
 
 
@@ -187,7 +254,7 @@ def _service_command(name: str) -> click.Command:
     @_tunnel_options
     @click.pass_obj
     def command(app: App, /, host: str, **options: Any) -> None:
-        service = app.config.services.get(name)
+        service = app.static_config.services.get(name)
         target = app.host(host)
         if service.name not in target.services:
             _err(
@@ -354,7 +421,7 @@ def _run_foreground(
 
     reconnected = threading.Event()
     session = Session(
-        settings=app.config.settings,
+        settings=app.static_config.settings,
         ask=terminal_ask,
         notify=lambda message: _err(f"bastionctl: {message}"),
         secrets=SecretStore(),
@@ -511,7 +578,7 @@ def _control_dir(app: App) -> Path:
     """The ControlPath's directory as ssh sees it: `~` is the passwd home, not $HOME."""
     import pwd
 
-    path = app.config.settings.control_path
+    path = app.static_config.settings.control_path
     if path.startswith("~/"):
         path = pwd.getpwuid(os.getuid()).pw_dir + path[1:]
     return Path(path).parent
@@ -611,6 +678,7 @@ def askpass_command(app: App, prompt: str) -> None:
     """SSH_ASKPASS helper: answers a bastion's TOTP prompt from the keyring."""
     from bastionctl.askpass import answer
 
+    app.quiet = True  # ssh shows our stderr in the middle of its login
     reply = answer(app.config, prompt)
     if reply is None:
         raise BastionctlError(
@@ -642,7 +710,9 @@ def ssh_command(app: App, host: str, ssh_args: tuple[str, ...]) -> None:
     config_file = run_dir / "ssh_config"
     write_atomic(config_file, render_ssh_config(app), mode=0o600)
     helper = run_dir / "askpass"
-    config_args = f" --config {shlex.quote(str(app.config.path))}" if app.config.path else ""
+    config_args = (
+        f" --config {shlex.quote(str(app.static_config.path))}" if app.static_config.path else ""
+    )
     write_atomic(
         helper,
         f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m bastionctl{config_args} askpass "$@"\n',
@@ -673,7 +743,7 @@ def doctor(app: App, host: str | None, names: tuple[str, ...], deep: bool, as_js
 
     def session() -> Session:
         return Session(
-            settings=app.config.settings,
+            settings=app.static_config.settings,
             ask=terminal_ask,
             notify=lambda message: _err(f"bastionctl: {message}"),
             secrets=SecretStore(),

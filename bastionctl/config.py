@@ -7,7 +7,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bastionctl import paths, validate
 from bastionctl.errors import ConfigError
@@ -35,12 +35,45 @@ class Settings:
     dns_domain: str | None = None
 
 
+HostAddress = Literal["ipv6", "ipv4", "fqdn"]
+BastionAddress = Literal["public", "ipv6", "ipv4", "fqdn"]
+
+
+@dataclass(frozen=True)
+class InventorySettings:
+    """How EC2 instances become hosts: tag names, defaults, which address to jump to."""
+
+    tag_prefix: str = "bastionctl:"
+    # Identity file for an instance's KeyName when no key tag says otherwise.
+    key_path: str = "~/.ssh/{key_name}"
+    linux_user: str = "ec2-user"
+    windows_user: str = "Administrator"
+    host_address: HostAddress = "ipv6"
+    # public: the fqdn tag, else the public IPv4, else the IPv6 address.
+    bastion_address: BastionAddress = "public"
+    cache_ttl: int = 300
+    include_stopped: bool = False
+
+
+@dataclass(frozen=True)
+class Ec2Source:
+    """One AWS profile and its regions; `regions` empty means the profile's own region."""
+
+    name: str
+    profile: str | None = None
+    regions: tuple[str, ...] = ()
+    filters: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    endpoint_url: str | None = None
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path | None
     settings: Settings = field(default_factory=Settings)
     services: ServiceCatalogue = field(default_factory=ServiceCatalogue.with_builtins)
     inventory: Inventory = field(default_factory=Inventory)
+    inventory_settings: InventorySettings = field(default_factory=InventorySettings)
+    ec2: tuple[Ec2Source, ...] = ()
 
 
 def resolve_config_path(explicit: Path | None) -> Path | None:
@@ -165,6 +198,67 @@ def _dns_server(value: str) -> str:
     return value
 
 
+def _choice(*choices: str) -> Converter:
+    def convert(value: Any) -> Any:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    return convert
+
+
+def _non_negative_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("must be an integer of 0 or more")
+    return value
+
+
+def _tag_prefix(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.:/=+@-]{0,64}", value):
+        raise ValueError("must be letters, digits and _.:/=+@- (at most 64)")
+    return value
+
+
+def _key_path(value: str) -> str:
+    validate.path(value)
+    try:
+        value.format(key_name="k")
+    except (KeyError, IndexError, ValueError):
+        raise ValueError("may only use the placeholder {key_name}") from None
+    return value
+
+
+def _profile(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.@+-]{1,128}", value):
+        raise ValueError("must be an AWS profile name (letters, digits, _.@+-)")
+    return value
+
+
+def _region(value: str) -> str:
+    if not re.fullmatch(r"[a-z]{2}(-[a-z0-9]+)+-\d{1,2}", value):
+        raise ValueError("must be an AWS region such as eu-central-1")
+    return value
+
+
+def _endpoint_url(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+def _filters(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    if not isinstance(value, dict):
+        raise ValueError('must be a table such as { "tag:env" = ["prod"] }')
+    out: list[tuple[str, tuple[str, ...]]] = []
+    for key, values in sorted(value.items()):
+        if isinstance(values, str):
+            values = [values]
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ValueError(f"filter {key!r} must be a string or a list of strings")
+        out.append((key, tuple(values)))
+    return tuple(out)
+
+
 SETTINGS_FIELDS: dict[str, Converter] = {
     "known_hosts": _str_list(validate.path),
     "connect_timeout": _positive_number,
@@ -200,7 +294,24 @@ SERVICE_FIELDS: dict[str, Converter] = {
     "aliases": _str_list(validate.service_name),
     "description": _str(str),
 }
-TOP_LEVEL = ("settings", "services", "bastions", "hosts")
+INVENTORY_FIELDS: dict[str, Converter] = {
+    "tag_prefix": _str(_tag_prefix),
+    "key_path": _str(_key_path),
+    "linux_user": _str(validate.user),
+    "windows_user": _str(validate.user),
+    "host_address": _choice("ipv6", "ipv4", "fqdn"),
+    "bastion_address": _choice("public", "ipv6", "ipv4", "fqdn"),
+    "cache_ttl": _non_negative_int,
+    "include_stopped": _bool,
+}
+EC2_FIELDS: dict[str, Converter] = {
+    "name": _str(validate.alias),
+    "profile": _str(_profile),
+    "regions": _str_list(_region),
+    "filters": _filters,
+    "endpoint_url": _str(_endpoint_url),
+}
+TOP_LEVEL = ("settings", "inventory", "ec2", "services", "bastions", "hosts")
 
 
 class _Parser:
@@ -265,19 +376,40 @@ class _Parser:
             if key not in TOP_LEVEL:
                 raise self.error((), key, f"unknown section (valid: {', '.join(TOP_LEVEL)})")
         settings = self.settings(data.get("settings", {}))
+        inventory_settings = InventorySettings(
+            **self.fields(("inventory",), data.get("inventory", {}), INVENTORY_FIELDS)
+        )
+        ec2 = self.ec2_sources(data.get("ec2", []))
         services = self.services(data)
         bastions = {
             name: self.bastion(name, raw, settings)
             for name, raw in self.named_tables(data, "bastions").items()
         }
         hosts = {
-            name: self.host(name, raw, settings, bastions, services)
+            name: self.host(name, raw, settings, bastions, services, bool(ec2))
             for name, raw in self.named_tables(data, "hosts").items()
         }
         for name in hosts:
             if name in bastions:
                 raise self.error(("hosts", name), None, "is also defined as a bastion")
-        return Config(self.path, settings, services, Inventory(bastions, hosts))
+        return Config(
+            self.path, settings, services, Inventory(bastions, hosts), inventory_settings, ec2
+        )
+
+    def ec2_sources(self, raw: Any) -> tuple[Ec2Source, ...]:
+        if isinstance(raw, dict):
+            raw = [raw]
+        if not isinstance(raw, list):
+            raise self.error(("ec2",), None, "must be [[ec2]] tables")
+        sources: list[Ec2Source] = []
+        for entry in raw:
+            values = self.fields(("ec2",), entry, EC2_FIELDS)
+            values.setdefault("name", values.get("profile", "default"))
+            if any(s.name == values["name"] for s in sources):
+                why = f"two sources are named {values['name']!r} (set name = ...)"
+                raise self.error(("ec2",), "name", why)
+            sources.append(Ec2Source(**values))
+        return tuple(sources)
 
     def settings(self, raw: Any) -> Settings:
         values = self.fields(("settings",), raw, SETTINGS_FIELDS)
@@ -337,6 +469,7 @@ class _Parser:
         settings: Settings,
         bastions: Mapping[str, Bastion],
         services: ServiceCatalogue,
+        ec2_bastions: bool = False,
     ) -> Host:
         table = ("hosts", name)
         values = self.endpoint_values(table, self.fields(table, raw, HOST_FIELDS), settings)
@@ -345,7 +478,7 @@ class _Parser:
                 why = "no bastion is defined" if not bastions else "missing (several bastions)"
                 raise self.error(table, "bastion", why)
             values["bastion"] = next(iter(bastions))
-        elif values["bastion"] not in bastions:
+        elif values["bastion"] not in bastions and not ec2_bastions:
             known = ", ".join(sorted(bastions)) or "none defined"
             raise self.error(table, "bastion", f"unknown bastion {values['bastion']!r} ({known})")
         platform = values.get("platform", "linux")

@@ -29,6 +29,20 @@ class Service:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where an inventory entry came from when it is not the static config: an EC2 instance."""
+
+    source: str
+    instance_id: str
+    region: str
+    account: str | None = None
+    vpc_id: str | None = None
+    platform_details: str | None = None
+    key_name: str | None = None
+    public_ipv4: str | None = None
+
+
+@dataclass(frozen=True)
 class Endpoint:
     """Something bastionctl opens an SSH connection to."""
 
@@ -41,6 +55,7 @@ class Endpoint:
     # An explicit address or name to connect to; wins over the others when set.
     hostname: str | None = None
     identity_file: Path | None = None
+    origin: Origin | None = None
 
     @property
     def connect_host(self) -> str:

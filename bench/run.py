@@ -27,6 +27,7 @@ from typing import Any
 
 from bastionctl.lab import LabInfo, LabSpec, down, render_config, up
 from bastionctl.lab.standin import pattern
+from bench import offline
 
 LAB = LabSpec(name="bclb", net_id=4, root=Path("/var/lib/bastionctl-lab/bclb"))
 SINK, SOURCE, ECHO = 9000, 9001, 1433
@@ -395,6 +396,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--size-mb", type=int, default=200)
     parser.add_argument("--rtts", type=int, default=1000)
+    parser.add_argument("--count", type=int, default=10_000, help="hosts for the offline rows")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("the benchmark brings up its own lab: run it as root")
@@ -416,10 +419,15 @@ def main() -> None:
             results["bastionctl:peak RSS MB, 20 tunnels"] = [rss_with_tunnels(bastionctl, 20)]
     finally:
         down(LAB)
-    report(results, args)
+    offline_figures = offline.run(args.count)
+    for figure, seconds in offline_figures.items():
+        results[f"bastionctl:{figure}"] = [seconds]
+    report(results, args, list(offline_figures))
 
 
-def report(results: dict[str, list[float]], args: argparse.Namespace) -> None:
+def report(
+    results: dict[str, list[float]], args: argparse.Namespace, offline_figures: list[str]
+) -> None:
     table: list[dict[str, Any]] = []
     print(f"{'figure':<22}{'bastionctl':>12}{'OpenSSH':>12}{'ratio':>8}  target")
     for figure, _higher, target in ROWS:
@@ -440,12 +448,13 @@ def report(results: dict[str, list[float]], args: argparse.Namespace) -> None:
         ("--help ms", "<= 150 ms"),
         ("tunnel list ms", ""),
         ("peak RSS MB, 20 tunnels", "<= 120 MB"),
+        *((figure, offline.target_of(figure)) for figure in offline_figures),
     ):
         ours = median(results[f"bastionctl:{figure}"])
         print(f"{figure:<22}{ours:>12.3g}{'':>12}{'':>8}  {target}")
         table.append({"figure": figure, "bastionctl": ours, "target": target})
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     meta = {
         "date": stamp,

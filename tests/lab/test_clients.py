@@ -145,8 +145,10 @@ def test_local_ports_are_stable_and_a_taken_one_moves_to_the_next(
     with TunnelProcess(base) as first:
         assert first.local_port() == 51433  # the seed's scheme by default
         with TunnelProcess(base) as second:
-            assert second.local_port() == 51434
-        assert "local port 51433 is in use; using 51434 instead" in second.stderr_text
+            moved = second.local_port()
+            # Usually 51434; an outgoing connection may hold it (5xxxx is in the ephemeral range).
+            assert 51434 <= moved < 51433 + 20
+        assert f"local port 51433 is in use; using {moved} instead" in second.stderr_text
     with TunnelProcess([*base, "--local-port", "51500"]) as chosen:
         assert chosen.local_port() == 51500
     with TunnelProcess(base) as again:
