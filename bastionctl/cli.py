@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from bastionctl import __version__, paths
+from bastionctl import __version__
 from bastionctl.config import Config, load_config, resolve_config_path
 from bastionctl.errors import BastionctlError, ConnectError, ExitStatus, UsageError
 from bastionctl.model import Bastion, Host, TunnelSpec, hostport
@@ -124,7 +124,13 @@ def cli(ctx: click.Context, config_path: Path | None, debug: bool, verbose: bool
         logging.getLogger("paramiko").setLevel(logging.WARNING)
     ctx.obj = App(config_option=config_path, debug=debug)
     if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            click.echo(ctx.get_help())
+            _err("bastionctl: the TUI needs a terminal; the commands above work without one")
+            return
+        from bastionctl.tui.app import create_app
+
+        create_app(config_path).run()
 
 
 # ---------------------------------------------------------------- hosts
@@ -574,16 +580,6 @@ def render_ssh_config(app: App, service_hosts: bool = False) -> str:
     return rendered.text
 
 
-def _control_dir(app: App) -> Path:
-    """The ControlPath's directory as ssh sees it: `~` is the passwd home, not $HOME."""
-    import pwd
-
-    path = app.static_config.settings.control_path
-    if path.startswith("~/"):
-        path = pwd.getpwuid(os.getuid()).pw_dir + path[1:]
-    return Path(path).parent
-
-
 @cli.command("ssh-config")
 @click.option(
     "--write",
@@ -609,24 +605,14 @@ def ssh_config_command(
 ) -> None:
     """Print the ssh config for the inventory, or install it into ~/.ssh."""
     from bastionctl.render import write
+    from bastionctl.render.ssh_config import control_dir
 
     text = render_ssh_config(app, service_hosts)
     if write_to is None and not block and not show_diff and not check:
         click.echo(text, nl=False)
         return
-    ssh_dir = Path.home() / ".ssh"
-    config_file = ssh_dir / "config"
-    if block:
-        changes = [
-            write.plan(config_file, write.with_block(write.read_existing(config_file), text))
-        ]
-    else:
-        target = Path(write_to).expanduser() if write_to else paths.ssh_include_file()
-        line = write.include_line(target, ssh_dir)
-        changes = [
-            write.plan(target, text),
-            write.plan(config_file, write.with_include(write.read_existing(config_file), line)),
-        ]
+    target = Path(write_to).expanduser() if write_to else None
+    changes = write.install_changes(text, target, block)
     stale = [c for c in changes if c.changed]
     if show_diff:
         for change in stale:
@@ -638,7 +624,7 @@ def ssh_config_command(
         click.echo("ssh config is up to date")
     if show_diff or check:
         return
-    _control_dir(app).mkdir(mode=0o700, parents=True, exist_ok=True)
+    control_dir(app.static_config.settings).mkdir(mode=0o700, parents=True, exist_ok=True)
     for change in changes:
         backup = write.apply(change)
         if change.changed:
@@ -718,7 +704,9 @@ def ssh_command(app: App, host: str, ssh_args: tuple[str, ...]) -> None:
         f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m bastionctl{config_args} askpass "$@"\n',
         mode=0o700,
     )
-    _control_dir(app).mkdir(mode=0o700, parents=True, exist_ok=True)
+    from bastionctl.render.ssh_config import control_dir
+
+    control_dir(app.static_config.settings).mkdir(mode=0o700, parents=True, exist_ok=True)
     env = {**os.environ, "SSH_ASKPASS": str(helper), "SSH_ASKPASS_REQUIRE": "force"}
     sys.stdout.flush()
     # Replaces this process: ssh owns the terminal from here; HOST is an inventory alias.

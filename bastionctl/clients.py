@@ -18,6 +18,8 @@ from bastionctl.model import TunnelSpec
 class ClientCommand:
     argv: list[str]
     package: str  # what to install when the program is missing
+    # A program that needs the terminal (a TUI hands it over instead of starting it aside).
+    terminal: bool = False
 
 
 def client_for(spec: TunnelSpec, port: int, extra: Sequence[str] = ()) -> ClientCommand:
@@ -28,9 +30,12 @@ def client_for(spec: TunnelSpec, port: int, extra: Sequence[str] = ()) -> Client
         return ClientCommand(
             ["mysql", "--protocol=TCP", "-h", host, "-P", str(port), *extra],
             "mariadb-client (or mysql-client)",
+            terminal=True,
         )
     if service == "mssql":
-        return ClientCommand(["sqlcmd", "-S", f"{host},{port}", *extra], "mssql-tools18")
+        return ClientCommand(
+            ["sqlcmd", "-S", f"{host},{port}", *extra], "mssql-tools18", terminal=True
+        )
     if service == "rdp":
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if sys.platform == "darwin":
@@ -45,13 +50,17 @@ def client_for(spec: TunnelSpec, port: int, extra: Sequence[str] = ()) -> Client
     raise UsageError(f"no client is known for {what}", "connect your client to the address shown")
 
 
-def launch(command: ClientCommand) -> subprocess.Popen[bytes]:
+def check_installed(command: ClientCommand) -> None:
     if shutil.which(command.argv[0]) is None:
         install = f"; install {command.package}" if command.package else ""
         raise BastionctlError(
             f"the client {command.argv[0]} is not installed{install}",
             "the tunnel stays up: connect any client to the address shown",
         )
+
+
+def launch(command: ClientCommand) -> subprocess.Popen[bytes]:
+    check_installed(command)
     return subprocess.Popen(command.argv)
 
 

@@ -139,6 +139,8 @@ def prefixes_from_ipv4only(addresses: Sequence[str]) -> list[ipaddress.IPv6Netwo
 class Dns64View:
     prefixes: tuple[ipaddress.IPv6Network, ...]  # the ones found, plus 64:ff9b::/96
     found: tuple[ipaddress.IPv6Network, ...] = ()  # the ones ipv4only.arpa showed (RFC 7050)
+    # Why ipv4only.arpa got no answer at all (timeout, servfail...): then nothing is known.
+    unanswered: str | None = None
 
     @property
     def discovered(self) -> bool:
@@ -159,4 +161,7 @@ def discover_dns64(resolver: Resolver) -> Dns64View:
     prefixes = list(found)
     if WELL_KNOWN_PREFIX not in prefixes:
         prefixes.append(WELL_KNOWN_PREFIX)
-    return Dns64View(tuple(prefixes), tuple(found))
+    unanswered = None
+    if not answer.ok and answer.problem not in ("nodata", "nxdomain"):
+        unanswered = f"{answer.problem}: {answer.detail}"
+    return Dns64View(tuple(prefixes), tuple(found), unanswered)

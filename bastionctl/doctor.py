@@ -70,6 +70,14 @@ def nat64_route_check(view: Dns64View) -> Check | None:
 
 def dns64_check(resolver: Resolver, view: Dns64View) -> Check:
     servers = ", ".join(resolver.names())
+    if view.unanswered:
+        return Check(
+            "resolver",
+            "DNS64",
+            Status.FAIL,
+            f"{servers} did not answer ipv4only.arpa ({view.unanswered})",
+            "check settings.dns_servers and that the resolver is reachable",
+        )
     if view.discovered:
         found = ", ".join(
             str(p) for p in view.prefixes if p != view.prefixes[-1] or len(view.prefixes) == 1

@@ -28,6 +28,7 @@ from typing import Any
 from bastionctl.lab import LabInfo, LabSpec, down, render_config, up
 from bastionctl.lab.standin import pattern
 from bench import offline
+from bench import tui as tui_bench
 
 LAB = LabSpec(name="bclb", net_id=4, root=Path("/var/lib/bastionctl-lab/bclb"))
 SINK, SOURCE, ECHO = 9000, 9001, 1433
@@ -397,6 +398,7 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=200)
     parser.add_argument("--rtts", type=int, default=1000)
     parser.add_argument("--count", type=int, default=10_000, help="hosts for the offline rows")
+    parser.add_argument("--tui-hosts", type=int, default=5000, help="hosts for the TUI rows")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -420,6 +422,10 @@ def main() -> None:
     finally:
         down(LAB)
     offline_figures = offline.run(args.count)
+    offline_figures |= {
+        f"TUI {args.tui_hosts} hosts {name}": value
+        for name, value in tui_bench.run(args.tui_hosts).items()
+    }
     for figure, seconds in offline_figures.items():
         results[f"bastionctl:{figure}"] = [seconds]
     report(results, args, list(offline_figures))
@@ -448,7 +454,10 @@ def report(
         ("--help ms", "<= 150 ms"),
         ("tunnel list ms", ""),
         ("peak RSS MB, 20 tunnels", "<= 120 MB"),
-        *((figure, offline.target_of(figure)) for figure in offline_figures),
+        *(
+            (figure, offline.target_of(figure) or tui_bench.target_of(figure))
+            for figure in offline_figures
+        ),
     ):
         ours = median(results[f"bastionctl:{figure}"])
         print(f"{figure:<22}{ours:>12.3g}{'':>12}{'':>8}  {target}")

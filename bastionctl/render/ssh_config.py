@@ -7,9 +7,11 @@ warning instead.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bastionctl import validate
 from bastionctl.config import Config, Settings
@@ -38,6 +40,16 @@ def options_from(settings: Settings, service_hosts: bool = False) -> SshOptions:
         known_hosts=tuple(str(p) for p in settings.known_hosts),
         service_hosts=service_hosts,
     )
+
+
+def control_dir(settings: Settings) -> Path:
+    """The ControlPath's directory as ssh sees it: `~` is the passwd home, not $HOME."""
+    import pwd
+
+    path = settings.control_path
+    if path.startswith("~/"):
+        path = pwd.getpwuid(os.getuid()).pw_dir + path[1:]
+    return Path(path).parent
 
 
 def render_config(config: Config, service_hosts: bool = False) -> Rendered:

@@ -132,6 +132,21 @@ def plan(path: Path, new: str) -> Change:
     return Change(path, read_existing(path), new)
 
 
+def install_changes(
+    text: str, target: Path | None = None, block: bool = False, ssh_dir: Path | None = None
+) -> list[Change]:
+    """What installing `text` changes: the include file and its Include line, or the block."""
+    from bastionctl.paths import ssh_include_file
+
+    ssh_dir = ssh_dir or Path.home() / ".ssh"
+    config_file = ssh_dir / "config"
+    if block:
+        return [plan(config_file, with_block(read_existing(config_file), text))]
+    target = target or ssh_include_file()
+    line = include_line(target, ssh_dir)
+    return [plan(target, text), plan(config_file, with_include(read_existing(config_file), line))]
+
+
 def apply(change: Change) -> Path | None:
     """Write the change (if any); returns the backup made, if one was."""
     if not change.changed:

@@ -170,3 +170,42 @@ def test_dns64_without_a_nat64_route_is_flagged(resolvers: dict[str, Unbound]) -
         subprocess.run(["ip", "-6", "route", "del", *route[4:]], check=True)
     assert check is not None and check.status is Status.WARN
     assert "no route" in check.detail and "64:ff9b::/96" in check.detail
+
+
+def test_a_resolver_that_does_not_answer_is_not_reported_as_no_dns64() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    # Nothing listens there once the probe socket is closed.
+    resolver = Resolver([f"127.0.0.1:{closed}"], timeout=0.3)
+    check = dns64_check(resolver, discover_dns64(resolver))
+    assert check.status is Status.FAIL
+    assert "did not answer ipv4only.arpa" in check.detail
+
+
+async def test_tui_details_show_the_dns_state(
+    resolvers: dict[str, Unbound], tmp_path: Path
+) -> None:
+    from bastionctl.tui.app import create_app
+    from bastionctl.tui.host_details import HostDetails
+
+    config = tmp_path / "c.toml"
+    config.write_text(f'[settings]\ndns_servers = ["{resolvers["plain"].server}"]\n' + INVENTORY)
+    tui = create_app(config, watch_others=False)
+    async with tui.run_test() as pilot:
+        details = tui.query_one(HostDetails)
+
+        def dns() -> str:
+            return dict(details.pairs).get("DNS", "")
+
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if details.alias == "server-01" and "checking" not in dns() and dns():
+                break
+        assert "ok" in dns() and "matches the inventory" in dns()
+        await pilot.press("down", "down")  # server-03: DNS has a stale address
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if details.alias == "server-03" and "checking" not in dns() and dns():
+                break
+        assert "fail" in dns() and "stale" in dns()

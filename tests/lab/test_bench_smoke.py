@@ -34,6 +34,8 @@ def test_bench_runs_on_a_tiny_size(tmp_path: Path) -> None:
                 "20",
                 "--count",
                 "50",
+                "--tui-hosts",
+                "100",
                 "--out",
                 str(tmp_path),
             ],
@@ -48,4 +50,5 @@ def test_bench_runs_on_a_tiny_size(tmp_path: Path) -> None:
     (written,) = tmp_path.glob("bench-*.json")
     figures = {row["figure"] for row in json.loads(written.read_text())["table"]}
     assert {"upload MB/s", "download MB/s", "cold setup s", "inventory mapping 50 s"} <= figures
+    assert "TUI 100 hosts ready s" in figures
     assert "ratio" in result.stdout

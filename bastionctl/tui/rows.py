@@ -1,0 +1,135 @@
+"""What the TUI shows, computed without Textual: host rows, the filter, tunnel rows."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from bastionctl.model import Bastion, Host, Inventory
+
+
+@dataclass(frozen=True)
+class HostRow:
+    alias: str
+    group: str
+    role: str
+    platform: str
+    ipv6: str
+    ipv4: str
+    services: str
+    region: str
+    haystack: str
+
+    def cells(self) -> tuple[str, ...]:
+        return (self.alias, self.group, self.platform, self.ipv6, self.ipv4, self.services)
+
+
+GROUPINGS = ("bastion", "region", "role")
+
+
+def host_rows(inventory: Inventory, group_by: str = "bastion") -> list[HostRow]:
+    """Rows grouped by bastion, region or role (bastions first in a group), then by alias."""
+    rows = [_row(b, "bastion", group_by) for b in inventory.bastions.values()]
+    rows += [_row(h, "host", group_by) for h in inventory.hosts.values()]
+    rows.sort(key=lambda r: (r.group, r.role != "bastion", r.alias))
+    return rows
+
+
+def _row(endpoint: Bastion | Host, role: str, group_by: str) -> HostRow:
+    origin = endpoint.origin
+    services = ",".join(getattr(endpoint, "services", ()))
+    platform = getattr(endpoint, "platform", "") if role == "host" else "bastion"
+    region = origin.region if origin else "static"
+    bastion = endpoint.bastion if isinstance(endpoint, Host) else endpoint.alias
+    group = {"bastion": bastion, "region": region, "role": role}[group_by]
+    fields = (
+        endpoint.alias,
+        group,
+        platform,
+        endpoint.ipv6,
+        endpoint.ipv4,
+        endpoint.fqdn,
+        services,
+        region,
+    )
+    return HostRow(
+        alias=endpoint.alias,
+        group=group,
+        role=role,
+        platform=platform,
+        ipv6=endpoint.ipv6 or "",
+        ipv4=endpoint.ipv4 or "",
+        services=services,
+        region=region,
+        haystack=" ".join(f for f in fields if f).lower(),
+    )
+
+
+def matches(rows: Iterable[HostRow], text: str) -> list[HostRow]:
+    """Rows containing every word of `text` somewhere in their fields."""
+    words = text.lower().split()
+    if not words:
+        return list(rows)
+    return [r for r in rows if all(w in r.haystack for w in words)]
+
+
+def details(endpoint: Bastion | Host) -> list[tuple[str, str]]:
+    origin = endpoint.origin
+    pairs = [
+        ("alias", endpoint.alias),
+        ("role", "bastion" if isinstance(endpoint, Bastion) else "host"),
+        ("platform", getattr(endpoint, "platform", "") or "-"),
+        ("connects to", endpoint.connect_host),
+        ("IPv6", endpoint.ipv6 or "-"),
+        ("IPv4", endpoint.ipv4 or "-"),
+        ("fqdn", endpoint.fqdn or "-"),
+        ("user", f"{endpoint.user} (port {endpoint.port})"),
+        ("key", str(endpoint.identity_file) if endpoint.identity_file else "-"),
+    ]
+    if isinstance(endpoint, Host):
+        pairs += [("bastion", endpoint.bastion), ("services", ", ".join(endpoint.services) or "-")]
+    if origin is not None:
+        pairs += [
+            ("source", f"ec2 {origin.source}"),
+            ("instance", origin.instance_id),
+            ("region", origin.region),
+            ("VPC", origin.vpc_id or "-"),
+            ("public IPv4", origin.public_ipv4 or "-"),
+            ("platform details", origin.platform_details or "-"),
+        ]
+    else:
+        pairs.append(("source", "config"))
+    return pairs
+
+
+def size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"
+
+
+def uptime(started: float, now: float | None = None) -> str:
+    seconds = int((time.time() if now is None else now) - started)
+    hours, rest = divmod(max(0, seconds), 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def tunnel_cells(info: dict[str, Any], now: float | None = None) -> tuple[str, ...]:
+    """One row of the tunnel panel from `tunnels.describe()` output."""
+    return (
+        str(info["id"]),
+        info["service"] or f"port {info['remote'].rsplit(':', 1)[1]}",
+        info["host"],
+        info["connection"],
+        info["state"],
+        uptime(info["started"], now),
+        size(info["bytes_in"]),
+        size(info["bytes_out"]),
+        str(info["connections"]),
+        info["last_error"] or "",
+    )

@@ -1,0 +1,34 @@
+"""The tunnels of this process and of every other bastionctl process of the user."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.widgets import DataTable
+
+from bastionctl.tui.rows import tunnel_cells
+
+COLUMNS = ("id", "service", "host", "connect to", "state", "uptime", "in", "out", "conns", "error")
+
+
+class TunnelPanel(DataTable[str]):
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        self.add_columns(*COLUMNS)
+
+    def show(self, infos: list[dict[str, Any]], now: float | None = None) -> None:
+        selected = self.selected_id()
+        self.clear()
+        for info in infos:
+            self.add_row(*tunnel_cells(info, now), key=str(info["id"]))
+        ids = [str(info["id"]) for info in infos]
+        if selected in ids:
+            self.move_cursor(row=ids.index(selected))
+
+    def selected_id(self) -> str | None:
+        if self.row_count == 0:
+            return None
+        try:
+            return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        except Exception:
+            return None

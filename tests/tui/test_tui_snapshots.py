@@ -1,0 +1,75 @@
+"""SVG snapshots: main screen, TOTP dialog, export diff preview, help (fixed clock and home)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bastionctl.tui.report_screen import ReportScreen
+from bastionctl.tui.totp_dialog import TotpDialog
+from tests.tui.test_tui_static import EXAMPLE, FIXED_CLOCK, app, ready
+
+SIZE = (130, 40)
+# Paths show on screen (key files, the diff's file names): keep them the same on every machine.
+HOME = Path("/tmp/bastionctl-snapshots/home")
+
+
+@pytest.fixture(autouse=True)
+def fixed_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    shutil.rmtree(HOME.parent, ignore_errors=True)
+    (HOME / ".ssh").mkdir(parents=True, mode=0o700)
+    shutil.copy(EXAMPLE, HOME / "example.toml")
+    monkeypatch.setenv("HOME", str(HOME))
+    yield HOME / "example.toml"
+    shutil.rmtree(HOME.parent, ignore_errors=True)
+
+
+def test_main_screen(snap_compare: Any, fixed_home: Path) -> None:
+    tui = app(fixed_home)
+
+    async def settle(pilot: Any) -> None:
+        await ready(pilot, tui)
+        await pilot.press("down", "down")
+
+    assert snap_compare(tui, run_before=settle, terminal_size=SIZE)
+
+
+def test_totp_dialog(snap_compare: Any, fixed_home: Path) -> None:
+    tui = app(fixed_home)
+
+    async def ask(pilot: Any) -> None:
+        await ready(pilot, tui)
+        tui.push_screen(TotpDialog("Verification code: \x1b[31m", clock=lambda: FIXED_CLOCK))
+        await pilot.press("1", "2", "3")
+
+    assert snap_compare(tui, run_before=ask, terminal_size=SIZE)
+
+
+def test_export_diff_preview(snap_compare: Any, fixed_home: Path) -> None:
+    (HOME / ".ssh" / "config").write_text("# my own settings\nHost *\n  ServerAliveInterval 30\n")
+    tui = app(fixed_home)
+
+    async def export(pilot: Any) -> None:
+        await ready(pilot, tui)
+        await pilot.press("e")
+        for _ in range(100):
+            if isinstance(tui.screen, ReportScreen):
+                break
+            await pilot.pause(0.05)
+        await pilot.pause()
+
+    assert snap_compare(tui, run_before=export, terminal_size=SIZE)
+
+
+def test_help_screen(snap_compare: Any, fixed_home: Path) -> None:
+    tui = app(fixed_home)
+
+    async def show(pilot: Any) -> None:
+        await ready(pilot, tui)
+        await pilot.press("question_mark")
+
+    assert snap_compare(tui, run_before=show, terminal_size=SIZE)
