@@ -230,20 +230,10 @@ def merge(static: Inventory, ec2: Mapped, warnings: list[str]) -> Inventory:
     bastions: dict[str, Bastion] = dict(ec2.bastions)
     hosts: dict[str, Host] = dict(ec2.hosts)
     for alias, bastion in static.bastions.items():
-        replaced = bastions.get(alias) or hosts.pop(alias, None)
-        if replaced is not None and replaced.origin is not None:
-            warnings.append(
-                f"config bastions.{alias} overrides EC2 instance {replaced.origin.instance_id} "
-                f"({replaced.origin.source}/{replaced.origin.region})"
-            )
+        _note_override("bastions", alias, bastions.get(alias) or hosts.pop(alias, None), warnings)
         bastions[alias] = bastion
     for alias, host in static.hosts.items():
-        replaced = hosts.get(alias) or bastions.pop(alias, None)
-        if replaced is not None and replaced.origin is not None:
-            warnings.append(
-                f"config hosts.{alias} overrides EC2 instance {replaced.origin.instance_id} "
-                f"({replaced.origin.source}/{replaced.origin.region})"
-            )
+        _note_override("hosts", alias, hosts.get(alias) or bastions.pop(alias, None), warnings)
         hosts[alias] = host
     for alias, host in list(hosts.items()):
         if host.bastion not in bastions:
@@ -251,3 +241,14 @@ def merge(static: Inventory, ec2: Mapped, warnings: list[str]) -> Inventory:
             warnings.append(f"{what}: bastion {host.bastion} is not in the inventory; skipped")
             del hosts[alias]
     return Inventory(dict(sorted(bastions.items())), dict(sorted(hosts.items())))
+
+
+def _note_override(
+    section: str, alias: str, replaced: Bastion | Host | None, warnings: list[str]
+) -> None:
+    if replaced is not None and replaced.origin is not None:
+        origin = replaced.origin
+        warnings.append(
+            f"config {section}.{alias} overrides EC2 instance {origin.instance_id} "
+            f"({origin.source}/{origin.region})"
+        )

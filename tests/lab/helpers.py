@@ -49,6 +49,16 @@ def run_cli(
     )
 
 
+def mysql_login(lab: LabInfo) -> dict[str, str]:
+    """User and password of the lab's MariaDB, from the defaults file `lab up` wrote."""
+    defaults = dict(
+        line.split("=", 1)
+        for line in lab.mysql_defaults_file.read_text().splitlines()
+        if "=" in line
+    )
+    return {"user": defaults["user"].strip(), "password": defaults["password"].strip()}
+
+
 def store_secret(config: Path, secret: str, alias: str = "server-01") -> None:
     result = run_cli("--config", str(config), "otp", "set", alias, stdin=secret + "\n")
     assert result.returncode == 0, result.stderr

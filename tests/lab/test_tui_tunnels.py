@@ -20,7 +20,7 @@ from bastionctl.tui.totp_dialog import TotpDialog
 from bastionctl.tui.tunnel_panel import TunnelPanel
 from tests.tui.test_tui_static import ready
 
-from .helpers import run_cli, write_config
+from .helpers import mysql_login, run_cli, write_config
 
 pytestmark = pytest.mark.lab
 
@@ -38,6 +38,14 @@ async def select(pilot: Any, tui: BastionApp, alias: str) -> None:
     tui.query_one("#filter", Input).value = alias
     await pilot.pause()
     await pilot.press("enter")
+
+
+async def open_from(pilot: Any, tui: BastionApp, alias: str, key: str, count: int = 1) -> Any:
+    """Select `alias`, press `key`, wait for the `count`th tunnel to be up; return the newest."""
+    await select(pilot, tui, alias)
+    await pilot.press(key)
+    await until(pilot, lambda: len(up(tui)) == count)
+    return up(tui)[-1]
 
 
 def up(tui: BastionApp) -> list[Any]:
@@ -70,10 +78,7 @@ async def test_rdp_tunnel_from_the_tui_counts_bytes_and_stops(
     tui = create_app(bulk_config, watch_others=False, check_dns=False)
     async with tui.run_test(size=(130, 40)) as pilot:
         await ready(pilot, tui)
-        await select(pilot, tui, "server-04")
-        await pilot.press("r")
-        await until(pilot, lambda: up(tui))
-        (tunnel,) = up(tui)
+        tunnel = await open_from(pilot, tui, "server-04", "r")
         await asyncio.to_thread(echo, tunnel.local_port, 256 * 1024)
         await pilot.pause(1.3)  # the panel refreshes every second
         row = panel_row(tui)
@@ -109,23 +114,13 @@ async def test_mysql_and_raw_port_tunnels_from_the_tui(lab: LabInfo, bulk_config
     tui = create_app(bulk_config, watch_others=False, check_dns=False)
     async with tui.run_test(size=(130, 40)) as pilot:
         await ready(pilot, tui)
-        await select(pilot, tui, "server-02")
-        await pilot.press("m")
-        await until(pilot, lambda: up(tui))
-        port = up(tui)[0].local_port
-
-        defaults = dict(
-            line.split("=", 1)
-            for line in lab.mysql_defaults_file.read_text().splitlines()
-            if "=" in line
-        )
+        port = (await open_from(pilot, tui, "server-02", "m")).local_port
 
         def query() -> Any:
             connection = pymysql.connect(
                 host="127.0.0.1",
                 port=port,
-                user=defaults["user"].strip(),
-                password=defaults["password"].strip(),
+                **mysql_login(lab),
                 database=lab.mysql_database,
                 connect_timeout=10,
             )
@@ -202,10 +197,7 @@ async def test_quit_can_leave_tunnels_running_in_the_agent(lab: LabInfo, bulk_co
     tui = create_app(bulk_config, watch_others=False, check_dns=False)
     async with tui.run_test(size=(130, 40)) as pilot:
         await ready(pilot, tui)
-        await select(pilot, tui, "server-04")
-        await pilot.press("r")
-        await until(pilot, lambda: up(tui))
-        port = up(tui)[0].local_port
+        port = (await open_from(pilot, tui, "server-04", "r")).local_port
         await pilot.press("q")
         await until(pilot, lambda: isinstance(tui.screen, QuitDialog))
         await pilot.press("d")

@@ -24,6 +24,7 @@ from .helpers import (
     TunnelProcess,
     free_port,
     listening,
+    mysql_login,
     run_cli,
     store_secret,
     write_config,
@@ -112,16 +113,10 @@ def test_64_mib_through_mysql_tunnel_to_real_mariadb(lab: LabInfo, bulk_config: 
     args = ["--config", str(bulk_config), "tunnel", "mysql", "server-02", "--local-port", str(port)]
     with TunnelProcess(args) as tunnel:
         assert tunnel.ready
-        defaults = dict(
-            line.split("=", 1)
-            for line in lab.mysql_defaults_file.read_text().splitlines()
-            if "=" in line
-        )
         conn = pymysql.connect(
             host="127.0.0.1",
             port=port,
-            user=defaults["user"].strip(),
-            password=defaults["password"].strip(),
+            **mysql_login(lab),
             database=lab.mysql_database,
             max_allowed_packet=256 * MIB,
             read_timeout=120,
