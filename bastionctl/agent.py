@@ -17,15 +17,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastionctl import control, paths
 from bastionctl.config import load_config
 from bastionctl.errors import AuthError, BastionctlError, UsageError
-from bastionctl.inventory.load import load_inventory
-from bastionctl.ssh.hostkeys import KnownHosts
-from bastionctl.ssh.manager import TunnelManager
 from bastionctl.tunnels import PortBook, build_spec, describe, spec_key
+
+if TYPE_CHECKING:
+    # paramiko is imported only where SSH happens: `tunnel --detach` and `tunnel list` start
+    # faster without it, and a forked agent imports it once, itself.
+    from bastionctl.ssh.manager import TunnelManager
 
 log = logging.getLogger(__name__)
 AGENT_START_TIMEOUT = 15.0
@@ -65,6 +67,9 @@ class TunnelHost:
         self.busy += 1
         try:
             config_path = request.get("config")
+            from bastionctl.inventory.load import load_inventory
+            from bastionctl.ssh.hostkeys import KnownHosts
+
             config = load_inventory(load_config(Path(config_path) if config_path else None)).config
             spec = build_spec(
                 config,
@@ -124,6 +129,7 @@ def run_agent() -> None:
     """The detached agent's main loop; returns when it has been idle or is told to stop."""
     from bastionctl.config import Settings
     from bastionctl.ssh.connect import Session
+    from bastionctl.ssh.manager import TunnelManager
 
     session = Session(Settings(), ask=_no_front_end, notify=lambda m: log.info("%s", m))
     manager = TunnelManager(session)
@@ -157,6 +163,19 @@ def ensure_agent() -> Path:
         return path
     log_file = paths.state_dir() / "agent.log"
     paths.private_dir(log_file.parent)
+    alive = _fork_agent(log_file) if threading.active_count() == 1 else _exec_agent(log_file)
+    deadline = time.monotonic() + AGENT_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if path.exists():
+            return path
+        if not alive():
+            break
+        time.sleep(0.02)
+    raise BastionctlError("the bastionctl agent did not start", f"see {log_file}")
+
+
+def _exec_agent(log_file: Path) -> Callable[[], bool]:
+    """A fresh interpreter runs the agent (what a threaded front end, like the TUI, needs)."""
     with log_file.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "bastionctl", *_debug_flag(), "agent"],
@@ -165,14 +184,55 @@ def ensure_agent() -> Path:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    deadline = time.monotonic() + AGENT_START_TIMEOUT
-    while time.monotonic() < deadline:
-        if path.exists():
-            return path
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise BastionctlError("the bastionctl agent did not start", f"see {log_file}")
+    return lambda: process.poll() is None
+
+
+def _fork_agent(log_file: Path) -> Callable[[], bool]:
+    """A fork of this single-threaded CLI runs the agent: no second interpreter start-up."""
+    verbose = logging.getLogger().isEnabledFor(logging.INFO)
+    # Whatever this process has buffered must not be written a second time by the fork.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the agent
+        status = 0
+        try:
+            os.setsid()
+            _redirect_stdio(log_file)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            root = logging.getLogger()
+            root.handlers = [logging.StreamHandler(sys.stderr)]
+            root.handlers[0].setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            )
+            root.setLevel(logging.INFO if verbose else logging.WARNING)
+            run_agent()
+        except BaseException:
+            log.exception("the agent failed")
+            status = 1
+        finally:
+            logging.shutdown()
+            os._exit(status)
+
+    def alive() -> bool:
+        try:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        return done == 0
+
+    return alive
+
+
+def _redirect_stdio(log_file: Path) -> None:
+    null = os.open(os.devnull, os.O_RDONLY)
+    out = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(null)
+    os.close(out)
 
 
 def _debug_flag() -> list[str]:
