@@ -304,7 +304,11 @@ class OpenSSH(Tool):
     def close(self) -> None:
         for process in self.processes:
             process.terminate()
-            process.wait(timeout=10)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
         self.processes.clear()
         subprocess.run(
             ["ssh", "-F", str(self.config), "-O", "exit", "bastion"],

@@ -15,10 +15,12 @@ from bastionctl.config import Settings
 from bastionctl.errors import AuthError, ConnectError, SecretStoreError
 from bastionctl.model import Bastion, Endpoint, Host, hostport
 from bastionctl.otp import Notify, SecretStore, TotpSource, UsedSteps
+from bastionctl.ssh import pipe
 from bastionctl.ssh.auth import Asker, PromptAnswerer, authenticate, load_identity
 from bastionctl.ssh.hostkeys import KnownHosts
 
 log = logging.getLogger(__name__)
+pipe.install()
 
 # Faster than paramiko's default order (aes-ctr first) on the same hardware.
 PREFERRED_CIPHERS = (
