@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import platformdirs
@@ -38,7 +39,11 @@ def state_dir() -> Path:
 
 
 def runtime_dir() -> Path:
-    return Path(platformdirs.user_runtime_dir(APP))
+    # Without XDG_RUNTIME_DIR (a headless root shell, cron) platformdirs falls back to
+    # /tmp/runtime-UID and warns on stderr each time; the fallback is fine (made 0700 where used).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Path(platformdirs.user_runtime_dir(APP))
 
 
 def env_config_file() -> Path | None:
