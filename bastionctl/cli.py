@@ -624,9 +624,7 @@ def ssh_config_command(
         click.echo("ssh config is up to date")
     if show_diff or check:
         return
-    control_dir(app.static_config.settings).mkdir(mode=0o700, parents=True, exist_ok=True)
-    for change in changes:
-        backup = write.apply(change)
+    for change, backup in write.install(changes, control_dir(app.static_config.settings)):
         if change.changed:
             click.echo(f"wrote {change.path}" + (f" (backup {backup.name})" if backup else ""))
     if not stale:

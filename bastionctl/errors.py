@@ -50,6 +50,10 @@ class AuthError(BastionctlError):
     """A server refused our login."""
 
 
+class LoginCancelled(AuthError):
+    """The person declined to answer a login prompt (Esc in the TUI's TOTP dialog)."""
+
+
 class ConnectError(BastionctlError):
     """A TCP connection, SSH handshake or channel could not be opened."""
 

@@ -147,6 +147,15 @@ def install_changes(
     return [plan(target, text), plan(config_file, with_include(read_existing(config_file), line))]
 
 
+def install(changes: list[Change], control_dir: Path) -> list[tuple[Change, Path | None]]:
+    """Write every change (the ControlPath directory first); each with its backup, if any."""
+    try:
+        control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BastionctlError(f"cannot create {control_dir}: {exc.strerror}") from None
+    return [(change, apply(change)) for change in changes]
+
+
 def apply(change: Change) -> Path | None:
     """Write the change (if any); returns the backup made, if one was."""
     if not change.changed:

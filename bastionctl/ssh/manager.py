@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 
 import paramiko
 
-from bastionctl.errors import AuthError, BastionctlError, HostKeyError, PortInUseError
+from bastionctl.errors import (
+    AuthError,
+    BastionctlError,
+    HostKeyError,
+    LoginCancelled,
+    PortInUseError,
+)
 from bastionctl.model import Bastion, Host, TunnelSpec
 from bastionctl.ssh.connect import (
     MAX_PACKET_SIZE,
@@ -203,7 +209,9 @@ class ManagedTunnel:
         except BaseException as exc:
             self.forwarder.close()
             reason = exc.message if isinstance(exc, BastionctlError) else str(exc)
-            self._set(TunnelState.FAILED, reason)
+            # A login the person cancelled is a decision, not a failure.
+            cancelled = isinstance(exc, LoginCancelled)
+            self._set(TunnelState.CLOSED if cancelled else TunnelState.FAILED, reason)
             raise
         self.forwarder.start()
         self._set(TunnelState.UP, f"{self.spec.label} on {self.spec.bind}:{self.local_port}")
@@ -239,7 +247,8 @@ class ManagedTunnel:
             try:
                 self._connect()
             except (AuthError, HostKeyError) as exc:
-                self._set(TunnelState.FAILED, exc.message)
+                cancelled = isinstance(exc, LoginCancelled)
+                self._set(TunnelState.CLOSED if cancelled else TunnelState.FAILED, exc.message)
                 self.forwarder.close()
                 return
             except BastionctlError as exc:

@@ -26,7 +26,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, RichLog
 
 from bastionctl.config import Config, load_config, resolve_config_path
-from bastionctl.errors import AuthError, BastionctlError
+from bastionctl.errors import BastionctlError, LoginCancelled
 from bastionctl.model import Bastion, Host
 from bastionctl.otp import SecretStore, UsedSteps
 from bastionctl.ssh.manager import TunnelEvent, TunnelManager
@@ -60,10 +60,6 @@ class PanelLogHandler(logging.Handler):
             self.pending.append(self.format(record))
         except Exception:  # a broken record must not break the caller
             self.handleError(record)
-
-
-class LoginCancelled(AuthError):
-    """The person pressed Esc in the TOTP dialog."""
 
 
 class TunnelChanged(Message):
@@ -502,9 +498,7 @@ class BastionApp(App[None]):
 
         assert self.config is not None
         try:
-            control_dir(self.config.settings).mkdir(mode=0o700, parents=True, exist_ok=True)
-            for change in changes:
-                backup = write.apply(change)
+            for change, backup in write.install(changes, control_dir(self.config.settings)):
                 if change.changed:
                     note = f" (backup {backup.name})" if backup else ""
                     self.call_from_thread(self.say, f"wrote {change.path}{note}")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pyotp
 import pytest
-from textual.widgets import Input
+from textual.widgets import Input, RichLog
 
 from bastionctl.lab import LabInfo
 from bastionctl.tui.app import BastionApp, create_app
@@ -65,6 +65,10 @@ def echo(port: int, size: int) -> bytes:
             got += chunk
     assert got == data
     return got
+
+
+def log_text(tui: BastionApp) -> str:
+    return "\n".join(str(line.text) for line in tui.query_one(RichLog).lines)
 
 
 def panel_row(tui: BastionApp) -> list[str]:
@@ -163,6 +167,9 @@ async def test_totp_dialog_logs_in_with_a_typed_code_and_esc_cancels(
         await pilot.press("escape")
         await until(pilot, lambda: any("cancelled" in n.message for n in tui._notifications))
         assert tui.manager is not None and tui.manager.list() == []
+        # The tunnel ends `closed` (a decision), not `failed`.
+        await until(pilot, lambda: "closed: login cancelled" in log_text(tui))
+        assert "failed: login cancelled" not in log_text(tui)
         await pilot.pause(1.0)
         assert not isinstance(tui.screen, TotpDialog), "a cancelled login is not retried"
 
