@@ -11,9 +11,10 @@ import os
 import re
 import sys
 import time
+from pathlib import Path
 
 from bastionctl import paths
-from bastionctl.config import Config
+from bastionctl.config import Config, Settings
 from bastionctl.model import Bastion
 from bastionctl.otp import SecretStore, TotpSource, UsedSteps, looks_like_totp_prompt
 from bastionctl.ssh.auth import sanitise_prompt
@@ -86,3 +87,32 @@ def _ask_terminal(prompt: str) -> str | None:
             termios.tcsetattr(tty, termios.TCSAFLUSH, old)
             handle.write(b"\n")
     return line.rstrip("\r\n")
+
+
+def plain_ssh_environment(
+    ssh_config_text: str, settings: Settings, config_path: Path | None
+) -> tuple[Path, dict[str, str]]:
+    """Write the ssh config and this askpass helper for `bastionctl ssh`; ssh's environment.
+
+    Both files live in the private runtime directory; the helper runs this interpreter, so
+    it answers with the same config and keyring.
+    """
+    import shlex
+
+    from bastionctl import control
+    from bastionctl.atomic import write_atomic
+    from bastionctl.render.ssh_config import control_dir
+
+    run_dir = control.sockets_dir().parent
+    config_file = run_dir / "ssh_config"
+    write_atomic(config_file, ssh_config_text, mode=0o600)
+    helper = run_dir / "askpass"
+    config_args = f" --config {shlex.quote(str(config_path))}" if config_path else ""
+    write_atomic(
+        helper,
+        f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m bastionctl{config_args} askpass "$@"\n',
+        mode=0o700,
+    )
+    control_dir(settings).mkdir(mode=0o700, parents=True, exist_ok=True)
+    env = {**os.environ, "SSH_ASKPASS": str(helper), "SSH_ASKPASS_REQUIRE": "force"}
+    return config_file, env

@@ -679,33 +679,18 @@ def askpass_command(app: App, prompt: str) -> None:
 @click.pass_obj
 def ssh_command(app: App, host: str, ssh_args: tuple[str, ...]) -> None:
     """Run the real ssh with the exported config; TOTP prompts come from the keyring."""
-    import shlex
     import shutil
 
-    from bastionctl import control
-    from bastionctl.atomic import write_atomic
+    from bastionctl.askpass import plain_ssh_environment
 
     inventory = app.config.inventory
     if host not in inventory.hosts and host not in inventory.bastions:
         raise UsageError(f"unknown host '{host}'", f"hosts: {', '.join(inventory.names())}")
     if shutil.which("ssh") is None:
         raise BastionctlError("the ssh client is not installed", "install openssh-client")
-    run_dir = control.sockets_dir().parent
-    config_file = run_dir / "ssh_config"
-    write_atomic(config_file, render_ssh_config(app), mode=0o600)
-    helper = run_dir / "askpass"
-    config_args = (
-        f" --config {shlex.quote(str(app.static_config.path))}" if app.static_config.path else ""
+    config_file, env = plain_ssh_environment(
+        render_ssh_config(app), app.static_config.settings, app.static_config.path
     )
-    write_atomic(
-        helper,
-        f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m bastionctl{config_args} askpass "$@"\n',
-        mode=0o700,
-    )
-    from bastionctl.render.ssh_config import control_dir
-
-    control_dir(app.static_config.settings).mkdir(mode=0o700, parents=True, exist_ok=True)
-    env = {**os.environ, "SSH_ASKPASS": str(helper), "SSH_ASKPASS_REQUIRE": "force"}
     sys.stdout.flush()
     # Replaces this process: ssh owns the terminal from here; HOST is an inventory alias.
     os.execvpe("ssh", ["ssh", "-F", str(config_file), host, *ssh_args], env)  # noqa: S606
