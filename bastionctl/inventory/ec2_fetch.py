@@ -16,7 +16,7 @@ import botocore.exceptions
 import botocore.parsers
 
 from bastionctl.config import Ec2Source
-from bastionctl.inventory.ec2_map import trim
+from bastionctl.inventory.ec2_map import RUNNING, WITH_STOPPED, trim
 
 MAX_WORKERS = 8
 PAGE_SIZE = 1000
@@ -131,7 +131,7 @@ def plan(source: Ec2Source) -> tuple[Any, list[str]]:
 
 
 def _filters(source: Ec2Source, include_stopped: bool) -> list[dict[str, Any]]:
-    states = ["running", "pending", "stopping", "stopped"] if include_stopped else ["running"]
+    states = list(WITH_STOPPED) if include_stopped else [RUNNING]
     filters = [{"Name": "instance-state-name", "Values": states}]
     filters += [{"Name": name, "Values": list(values)} for name, values in source.filters]
     return filters
@@ -180,7 +180,6 @@ def fetch(
             )
         except Exception as exc:
             clients.append(exc)
-    results: list[Result | None] = [None] * len(jobs)
 
     def run(index: int) -> Result:
         job = jobs[index][0]
@@ -194,6 +193,4 @@ def fetch(
         return result
 
     with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, max(1, len(jobs)))) as pool:
-        for index, result in enumerate(pool.map(run, range(len(jobs)))):
-            results[index] = result
-    return [r for r in results if r is not None]
+        return list(pool.map(run, range(len(jobs))))

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import socket
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from bastionctl import validate
 from bastionctl.config import InventorySettings
 from bastionctl.inventory import tags
 from bastionctl.model import Bastion, Host, Origin, Platform
 from bastionctl.services import ServiceCatalogue
 
+T = TypeVar("T")
 RUNNING = "running"
+# The states `include_stopped` adds to running (the fetch filters on the same list).
+WITH_STOPPED = ("pending", RUNNING, "stopping", "stopped")
 
 
 def trim(
@@ -141,14 +145,19 @@ class _Mapper:
         self.services = services
         self.static_bastions = static_bastions
         self.warnings: list[str] = []
-        self._key_files: dict[str, Path | None] = {}
+        self._key_files: dict[str, Path] = {}
 
     def warn(self, where: str, message: str) -> None:
         self.warnings.append(f"{where}: {message}")
 
     def tag(
-        self, where: str, values: Mapping[str, Any], name: str, check: Any, fallback: str
-    ) -> Any:
+        self,
+        where: str,
+        values: Mapping[str, Any],
+        name: str,
+        check: Callable[[str], T],
+        fallback: str,
+    ) -> T | None:
         key = f"{self.prefix}{name}"
         raw = values.get(key)
         if raw is None:
@@ -171,9 +180,7 @@ class _Mapper:
             return None
         where = f"instance {instance_id} ({source}/{region})"
         state = instance.get("State")
-        if state != RUNNING and not (
-            self.settings.include_stopped and state in ("stopped", "pending")
-        ):
+        if state not in (WITH_STOPPED if self.settings.include_stopped else (RUNNING,)):
             return None
         values = instance.get("Tags")
         if not isinstance(values, Mapping):
@@ -183,7 +190,7 @@ class _Mapper:
         raw_name = values.get("Name")
         if isinstance(raw_name, str) and raw_name:
             try:
-                name = tags.alias(raw_name.strip())
+                name = validate.alias(raw_name.strip())
             except ValueError as exc:
                 self.warn(where, f"tag Name {exc}; using the instance id as its alias")
 
@@ -195,10 +202,14 @@ class _Mapper:
         default_user = (
             self.settings.windows_user if platform == "windows" else self.settings.linux_user
         )
-        user = self.tag(where, values, "user", tags.user, f"using {default_user}") or default_user
+        user = (
+            self.tag(where, values, "user", validate.user, f"using {default_user}") or default_user
+        )
         port = self.tag(where, values, "port", tags.port, "using 22") or 22
-        fqdn = self.tag(where, values, "fqdn", tags.fqdn, "no fqdn")
-        bastion_tag = self.tag(where, values, "bastion", tags.alias, "using the bastion of its VPC")
+        fqdn = self.tag(where, values, "fqdn", validate.fqdn, "no fqdn")
+        bastion_tag = self.tag(
+            where, values, "bastion", validate.alias, "using the bastion of its VPC"
+        )
         choices = tags.BASTION_ADDRESSES if role == "bastion" else tags.HOST_ADDRESSES
         address = self.tag(
             where,
@@ -255,7 +266,7 @@ class _Mapper:
             services=services,
         )
 
-    def key_file(self, key_name: str) -> Path | None:
+    def key_file(self, key_name: str) -> Path:
         if key_name not in self._key_files:
             path = self.settings.key_path.format(key_name=key_name)
             self._key_files[key_name] = Path(path).expanduser()
@@ -263,24 +274,24 @@ class _Mapper:
 
     def service_list(self, where: str, values: Mapping[str, Any]) -> tuple[str, ...] | None:
         key = f"{self.prefix}services"
-        raw = values.get(key)
-        if raw is None:
-            return None
-        if not isinstance(raw, str):
-            self.warn(where, f"tag {key} is not text; using the platform's default services")
-            return None
-        names: list[str] = []
-        for item in raw.split(","):
-            item = item.strip().lower()
-            if not item:
-                continue
-            if item not in self.services:
-                self.warn(where, f"tag {key} names an unknown service {tags.shown(item)}; skipped")
-                continue
-            canonical = self.services.get(item).name
-            if canonical not in names:
-                names.append(canonical)
-        return tuple(names)
+
+        def known(raw: str) -> tuple[str, ...]:
+            names: list[str] = []
+            for item in raw.split(","):
+                item = item.strip().lower()
+                if not item:
+                    continue
+                if item not in self.services:
+                    self.warn(
+                        where, f"tag {key} names an unknown service {tags.shown(item)}; skipped"
+                    )
+                    continue
+                canonical = self.services.get(item).name
+                if canonical not in names:
+                    names.append(canonical)
+            return tuple(names)
+
+        return self.tag(where, values, "services", known, "using the platform's default services")
 
     def disambiguate(self, candidates: list[_Candidate]) -> None:
         """Give every candidate a unique alias; clashing names get the region, then the id."""

@@ -114,37 +114,32 @@ def _instances(
     ttl = settings.cache_ttl
     stored: dict[str, dict[str, cache.RegionEntry]] = {}
     files: dict[str, Path] = {}
-    wanted: dict[str, list[str] | None] = {}
+    stale: list[Ec2Source] = []
     for source in sources:
         files[source.name] = cache.cache_file(source, settings.include_stopped)
         entries, problem = cache.read(files[source.name])
         if problem:
             warnings.append(problem)
         stored[source.name] = entries
-        regions = list(source.regions) if source.regions else None
-        wanted[source.name] = regions
         fresh = (
             not refresh
             and ttl > 0
             and entries
             and all(
                 r in entries and now() - entries[r].fetched_at < ttl
-                for r in (regions or list(entries)[:1])
+                for r in _regions(source, entries)
             )
         )
-        if fresh:
-            wanted[source.name] = []
-    if any(w != [] for w in wanted.values()):
-        _fetch_into(
-            sources, wanted, stored, files, settings.include_stopped, progress, now, warnings
-        )
+        if not fresh:
+            stale.append(source)
+    if stale:
+        _fetch_into(stale, stored, files, settings.include_stopped, progress, now, warnings)
 
     instances: list[dict[str, Any]] = []
     loaded_any = False
     for source in sources:
         entries = stored[source.name]
-        regions = list(source.regions) if source.regions else sorted(entries)[:1]
-        for region in regions:
+        for region in _regions(source, entries):
             entry = entries.get(region)
             if entry is not None:
                 loaded_any = True
@@ -152,9 +147,13 @@ def _instances(
     return instances, loaded_any
 
 
+def _regions(source: Ec2Source, entries: dict[str, cache.RegionEntry]) -> list[str]:
+    """The source's regions; for "the profile's region", the one region its cache holds."""
+    return list(source.regions) or sorted(entries)[:1]
+
+
 def _fetch_into(
-    sources: tuple[Ec2Source, ...],
-    wanted: dict[str, list[str] | None],
+    sources: list[Ec2Source],
     stored: dict[str, dict[str, cache.RegionEntry]],
     files: dict[str, Path],
     include_stopped: bool,
@@ -166,8 +165,6 @@ def _fetch_into(
 
     jobs: list[tuple[ec2_fetch.Job, Any]] = []
     for source in sources:
-        if wanted[source.name] == []:
-            continue
         try:
             session, regions = ec2_fetch.plan(source)
         except ec2_fetch.SourceError as exc:

@@ -3,7 +3,7 @@
 Stricter than the config checks: a value must be a plain token that means the same thing in
 ssh config (no `%` tokens, quotes, `#`, `=`, whitespace), in a hosts file and on a command line.
 Each check returns the normalised value or raises ValueError with a reason that never repeats
-the value itself.
+the value itself. Alias, user and fqdn use the config's own checks (bastionctl.validate).
 """
 
 from __future__ import annotations
@@ -24,20 +24,8 @@ HOST_ADDRESSES = ("ipv6", "ipv4", "fqdn")
 BASTION_ADDRESSES = ("public", "ipv6", "ipv4", "fqdn")
 
 
-def alias(value: str) -> str:
-    return validate.alias(value)
-
-
 def is_alias(value: str) -> bool:
     return validate.ALIAS_RE.fullmatch(value) is not None
-
-
-def user(value: str) -> str:
-    return validate.user(value)
-
-
-def fqdn(value: str) -> str:
-    return validate.fqdn(value)
 
 
 def port(value: str) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bastionctl.atomic import write_atomic
 from bastionctl.errors import BastionctlError
+from bastionctl.paths import ssh_include_file
 
 BEGIN = "# >>> bastionctl managed block >>>"
 END = "# <<< bastionctl managed block <<<"
@@ -136,8 +137,6 @@ def install_changes(
     text: str, target: Path | None = None, block: bool = False, ssh_dir: Path | None = None
 ) -> list[Change]:
     """What installing `text` changes: the include file and its Include line, or the block."""
-    from bastionctl.paths import ssh_include_file
-
     ssh_dir = ssh_dir or Path.home() / ".ssh"
     config_file = ssh_dir / "config"
     if block:

@@ -22,11 +22,17 @@ log = logging.getLogger(__name__)
 # Asks the user; (prompt, echo) -> answer. Raises AuthError when nobody can answer.
 Asker = Callable[[str, bool], str]
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Terminal escape sequences (CSI, OSC, other ESC x): removed whole, not just their ESC byte.
+ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)?|\x1b.?")
+
+
+def strip_escapes(text: str) -> str:
+    return ESCAPES.sub("", text)
 
 
 def sanitise_prompt(text: str) -> str:
     """Server text shown to the user: no terminal control sequences, bounded length."""
-    return CONTROL_CHARS.sub("", text).strip()[:200]
+    return CONTROL_CHARS.sub("", strip_escapes(text)).strip()[:200]
 
 
 class PromptAnswerer:

@@ -38,7 +38,7 @@ from bastionctl.tui.otp_screen import OtpScreen
 from bastionctl.tui.quit_dialog import QuitDialog
 from bastionctl.tui.report_screen import ReportScreen
 from bastionctl.tui.rows import GROUPINGS, HostRow, host_rows, matches
-from bastionctl.tui.totp_dialog import TotpDialog
+from bastionctl.tui.totp_dialog import STEP, TotpDialog
 from bastionctl.tui.tunnel_panel import TunnelPanel
 
 OTHERS_INTERVAL = 2.0
@@ -288,7 +288,7 @@ class BastionApp(App[None]):
 
         def step_used() -> bool:
             last = self.used_steps.last(self._asking_for) if self._asking_for else None
-            return last is not None and last == int(self.clock()) // 30
+            return last is not None and last == int(self.clock()) // STEP
 
         def show() -> None:
             self.push_screen(

@@ -105,12 +105,14 @@ def details(endpoint: Bastion | Host) -> list[tuple[str, str]]:
 
 
 def size(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+    if count < 1024:
+        return f"{count} B"
+    value = count / 1024
+    for unit in ("KB", "MB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
         value /= 1024
-    return f"{count} B"
+    return f"{value:.1f} GB"
 
 
 def uptime(started: float, now: float | None = None) -> str:

@@ -12,15 +12,16 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label
 
+from bastionctl.ssh.auth import strip_escapes
+
 STEP = 30
-# Terminal escape sequences (CSI, OSC, other ESC x), then any control character left.
-ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)?|\x1b.?")
+# What is left once escape sequences are gone: control characters, newlines included.
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def sanitise(prompt: str, limit: int = 200) -> str:
-    """A server prompt fit to show: no escape sequences or control characters, one line."""
-    text = CONTROL.sub(" ", ESCAPES.sub("", prompt)).strip()
+    """A server prompt fit to show on one line: no escape sequences or control characters."""
+    text = CONTROL.sub(" ", strip_escapes(prompt)).strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -5,23 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from textual.widgets import RichLog
-
 from bastionctl.tui.app import create_app
 from bastionctl.tui.host_table import HostTable
 from tests.ec2.conftest import Aws
+from tests.tui import pilot as pilot_helpers
+from tests.tui.pilot import log_text
 
 
-async def until(pilot: Any, check: Any, timeout: float = 20) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if check():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("condition not reached")
-
-
-def log_text(tui: Any) -> str:
-    return "\n".join(str(line.text) for line in tui.query_one(RichLog).lines)
+def until(pilot: Any, check: Any, timeout: float = 20) -> Any:
+    return pilot_helpers.until(pilot, check, timeout)
 
 
 async def test_refresh_shows_progress_and_partial_results(aws: Aws, tmp_path: Path) -> None:

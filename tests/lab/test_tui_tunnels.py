@@ -11,26 +11,23 @@ from typing import Any
 
 import pyotp
 import pytest
-from textual.widgets import Input, RichLog
+from textual.widgets import Input
 
 from bastionctl.lab import LabInfo
 from bastionctl.tui.app import BastionApp, create_app
 from bastionctl.tui.quit_dialog import QuitDialog
 from bastionctl.tui.totp_dialog import TotpDialog
 from bastionctl.tui.tunnel_panel import TunnelPanel
-from tests.tui.test_tui_static import ready
+from tests.tui import pilot as pilot_helpers
+from tests.tui.pilot import log_text, ready
 
 from .helpers import mysql_login, run_cli, write_config
 
 pytestmark = pytest.mark.lab
 
 
-async def until(pilot: Any, check: Any, timeout: float = 30) -> None:
-    for _ in range(int(timeout / 0.1)):
-        if check():
-            return
-        await pilot.pause(0.1)
-    raise AssertionError(f"not reached within {timeout} s")
+def until(pilot: Any, check: Any, timeout: float = 30) -> Any:
+    return pilot_helpers.until(pilot, check, timeout)
 
 
 async def select(pilot: Any, tui: BastionApp, alias: str) -> None:
@@ -65,10 +62,6 @@ def echo(port: int, size: int) -> bytes:
             got += chunk
     assert got == data
     return got
-
-
-def log_text(tui: BastionApp) -> str:
-    return "\n".join(str(line.text) for line in tui.query_one(RichLog).lines)
 
 
 def panel_row(tui: BastionApp) -> list[str]:

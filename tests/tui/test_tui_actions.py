@@ -13,17 +13,9 @@ from bastionctl.tui.input_dialog import InputDialog
 from bastionctl.tui.otp_screen import OtpScreen
 from bastionctl.tui.report_screen import ReportScreen
 from tests.lab.helpers import free_port
-from tests.tui.test_tui_static import app, ready
+from tests.tui.pilot import app, ready, until
 
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
-
-
-async def until(pilot: object, check: object, timeout: float = 10) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if check():  # type: ignore[operator]
-            return
-        await pilot.pause(0.05)  # type: ignore[attr-defined]
-    raise AssertionError("condition not reached")
 
 
 def report_shown(tui: BastionApp) -> bool:

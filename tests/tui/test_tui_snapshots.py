@@ -11,7 +11,7 @@ import pytest
 
 from bastionctl.tui.report_screen import ReportScreen
 from bastionctl.tui.totp_dialog import TotpDialog
-from tests.tui.test_tui_static import EXAMPLE, FIXED_CLOCK, app, ready
+from tests.tui.pilot import EXAMPLE, FIXED_CLOCK, app, ready
 
 SIZE = (130, 40)
 # Paths show on screen (key files, the diff's file names): keep them the same on every machine.

@@ -7,28 +7,12 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input, RichLog
 
-from bastionctl.tui.app import BastionApp, create_app
+from bastionctl.tui.app import BastionApp
 from bastionctl.tui.help_screen import HelpScreen
 from bastionctl.tui.host_details import HostDetails
 from bastionctl.tui.host_table import HostTable
 from bastionctl.tui.totp_dialog import TotpDialog, sanitise
-
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "configs" / "example.toml"
-FIXED_CLOCK = 1_800_000_012.0  # 12 s into a step: 18 s left
-
-
-def app(config: Path = EXAMPLE) -> BastionApp:
-    # No DNS lookups: the example's names would go to the machine's resolver.
-    return create_app(config, clock=lambda: FIXED_CLOCK, watch_others=False, check_dns=False)
-
-
-async def ready(pilot: object, tui: BastionApp) -> None:
-    for _ in range(100):
-        await pilot.pause(0.05)  # type: ignore[attr-defined]
-        if tui.config is not None:
-            return
-    raise AssertionError("the inventory never loaded")
+from tests.tui.pilot import FIXED_CLOCK, app, ready
 
 
 def aliases(tui: BastionApp) -> list[str]:
