@@ -127,10 +127,13 @@ def _raise_stop(_signum: int, _frame: FrameType | None) -> None:
 
 def run_agent() -> None:
     """The detached agent's main loop; returns when it has been idle or is told to stop."""
+    from bastionctl.affinity import CpuKeeper
     from bastionctl.config import Settings
     from bastionctl.ssh.connect import Session
     from bastionctl.ssh.manager import TunnelManager
 
+    keeper = CpuKeeper()
+    keeper.start()
     session = Session(Settings(), ask=_no_front_end, notify=lambda m: log.info("%s", m))
     manager = TunnelManager(session)
     host = TunnelHost(manager, "agent", can_open=True)
@@ -138,6 +141,9 @@ def run_agent() -> None:
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     server.start()
+    if session.secrets is not None:
+        # keyring takes tens of ms to import: done while the first request is on its way.
+        threading.Thread(target=session.secrets.warm, name="keyring-warm", daemon=True).start()
     pid_file = server.path.with_suffix(".pid")
     pid_file.write_text(f"{os.getpid()}\n")
     log.info("agent %s listening on %s", os.getpid(), server.path)
@@ -152,6 +158,7 @@ def run_agent() -> None:
     finally:
         server.close()
         manager.close_all()
+        keeper.stop()
         pid_file.unlink(missing_ok=True)
         log.info("agent %s stopped", os.getpid())
 
@@ -170,7 +177,7 @@ def ensure_agent() -> Path:
             return path
         if not alive():
             break
-        time.sleep(0.02)
+        time.sleep(0.005)  # the agent is typically ready within 0.1 s
     raise BastionctlError("the bastionctl agent did not start", f"see {log_file}")
 
 

@@ -412,6 +412,7 @@ def _run_foreground(
     app: App, spec: TunnelSpec, launch: bool, rdp_file: Path | None, args: tuple[str, ...]
 ) -> None:
     from bastionctl import control
+    from bastionctl.affinity import CpuKeeper
     from bastionctl.agent import TunnelHost
     from bastionctl.otp import SecretStore, UsedSteps
     from bastionctl.prompting import terminal_ask
@@ -456,6 +457,9 @@ def _run_foreground(
         click.echo("Press Ctrl-C to close.")
         sys.stdout.flush()
         client = _start_client(spec, port, launch, None, args)
+        # After the client started, which must not inherit a single CPU.
+        keeper = CpuKeeper()
+        keeper.start()
         try:
             while active.state not in (TunnelState.FAILED, TunnelState.CLOSED):
                 if client is not None and client.poll() is not None:

@@ -124,6 +124,14 @@ class SecretStore:
 
         return keyring
 
+    def warm(self) -> None:
+        """Import keyring and pick its backend ahead of the first login, which waits for it.
+
+        Reads nothing, so nothing can prompt; a failure shows again when a secret is read.
+        """
+        with contextlib.suppress(Exception):
+            self._keyring().get_keyring()
+
     def backend_name(self) -> str:
         backend = self._keyring().get_keyring()
         return f"{type(backend).__module__}.{type(backend).__name__}"

@@ -18,6 +18,7 @@ from bastionctl.otp import Notify, SecretStore, TotpSource, UsedSteps
 from bastionctl.ssh import pipe
 from bastionctl.ssh.auth import Asker, PromptAnswerer, authenticate, load_identity
 from bastionctl.ssh.hostkeys import KnownHosts
+from bastionctl.ssh.wire import JumpSocket, ReadAhead
 
 log = logging.getLogger(__name__)
 pipe.install()
@@ -78,7 +79,7 @@ def connect_bastion(bastion: Bastion, session: Session) -> paramiko.Transport:
             "check the address and that its SSH port is open to you",
         ) from None
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return _login(sock, bastion, session, f"bastion {bastion.alias}")
+    return _login(ReadAhead(sock), bastion, session, f"bastion {bastion.alias}")
 
 
 def connect_through(
@@ -106,44 +107,14 @@ def connect_through(
             f"bastion {bastion.alias} dropped the connection while opening a channel to "
             f"{host.alias}: {exc or type(exc).__name__}"
         ) from None
-    return _login(ChannelSocket(channel), host, session, host.alias)  # type: ignore[arg-type]
+    return _login(JumpSocket(channel), host, session, host.alias)
 
 
-class ChannelSocket:
-    """The outer channel as the inner transport's socket, read in large chunks.
-
-    paramiko reads a packet as a 16-byte header and then the rest, and each read of a
-    channel moves everything still buffered behind it; one large read per chunk is cheaper.
-    """
-
-    CHUNK = 256 * 1024
-
-    def __init__(self, channel: paramiko.Channel) -> None:
-        self._channel = channel
-        self._data = b""
-        self._offset = 0
-
-    def recv(self, size: int) -> bytes:
-        if self._offset >= len(self._data):
-            self._data = self._channel.recv(self.CHUNK)  # may raise socket.timeout
-            self._offset = 0
-            if not self._data:
-                return b""
-        end = self._offset + size
-        out = self._data[self._offset : end]
-        self._offset = end
-        return out
-
-    def __getattr__(self, name: str) -> object:
-        # send, sendall, settimeout, close, getpeername...: the channel's own.
-        return getattr(self._channel, name)
-
-
-def _login(
-    sock: socket.socket | paramiko.Channel, endpoint: Endpoint, session: Session, what: str
-) -> paramiko.Transport:
+def _login(sock: ReadAhead, endpoint: Endpoint, session: Session, what: str) -> paramiko.Transport:
     transport = paramiko.Transport(
-        sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE
+        sock,  # type: ignore[arg-type]  # socket-like, as paramiko allows
+        default_window_size=WINDOW_SIZE,
+        default_max_packet_size=MAX_PACKET_SIZE,
     )
     try:
         _tune(transport, endpoint, session)

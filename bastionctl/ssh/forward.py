@@ -14,6 +14,7 @@ import paramiko
 
 from bastionctl.errors import ConnectError, PortInUseError
 from bastionctl.model import hostport
+from bastionctl.ssh.deliver import SocketDelivery
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class LocalForwarder:
         self._threads: list[threading.Thread] = []
         self._closing = threading.Event()
         self._open: set[tuple[socket.socket, paramiko.Channel]] = set()
+        self._deliveries: set[SocketDelivery] = set()
 
     @property
     def port(self) -> int:
@@ -179,20 +181,30 @@ class LocalForwarder:
             with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
                 channel.shutdown_write()
 
+    def buffered(self) -> int:
+        """Bytes held for local clients that read slower than the service sends."""
+        with self._lock:
+            deliveries = list(self._deliveries)
+        return sum(delivery.queued for delivery in deliveries)
+
     def _channel_to_client(self, channel: paramiko.Channel, client: socket.socket) -> None:
+        delivery = SocketDelivery(channel, client, self._count_in)
+        with self._lock:
+            self._deliveries.add(delivery)
         try:
-            while True:
-                data = channel.recv(CHUNK)
-                if not data:
-                    break
-                client.sendall(data)
-                with self._lock:
-                    self.bytes_in += len(data)
+            delivery.start()
+            delivery.run()
         except (OSError, EOFError, paramiko.SSHException):
             pass
         finally:
+            with self._lock:
+                self._deliveries.discard(delivery)
             with contextlib.suppress(OSError):
                 client.shutdown(socket.SHUT_WR)
+
+    def _count_in(self, count: int) -> None:
+        with self._lock:
+            self.bytes_in += count
 
 
 def _close_quietly(sock: socket.socket, channel: paramiko.Channel) -> None:

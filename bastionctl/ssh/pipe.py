@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import paramiko.channel
 from paramiko.buffered_pipe import BufferedPipe, PipeTimeout
@@ -23,6 +23,17 @@ else:
     _Base = BufferedPipe
 
 
+class Redirect(Protocol):
+    """Where a redirected pipe's data goes (see ssh.deliver)."""
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def queue(self, chunk: bytes) -> None:
+        """Take a chunk received before the redirect; must not block or send."""
+
+    def close(self) -> None: ...
+
+
 class ChunkPipe(_Base):
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -31,6 +42,22 @@ class ChunkPipe(_Base):
         self._chunks: deque[bytes] = deque()
         self._size = 0
         self._closed = False
+        self._redirect: Redirect | None = None
+
+    def redirect(self, target: Redirect) -> None:
+        """From now on hand data and EOF to `target`, first what is buffered, in order.
+
+        The pipe's own lock orders this against the transport thread's feed(), so no
+        packet can land in the buffer after it was handed over.
+        """
+        with self._lock:
+            self._redirect = target
+            for chunk in self._chunks:
+                target.queue(chunk)
+            self._chunks.clear()
+            self._size = 0
+            if self._closed:
+                target.close()
 
     def set_event(self, event: threading.Event) -> None:
         with self._lock:
@@ -43,12 +70,20 @@ class ChunkPipe(_Base):
     def feed(self, data: bytes | str) -> None:
         chunk = data.encode() if isinstance(data, str) else bytes(data)
         with self._lock:
-            if self._event is not None:
-                self._event.set()
-            if chunk:
-                self._chunks.append(chunk)
-                self._size += len(chunk)
-            self._cv.notify_all()
+            redirect = self._redirect
+            if redirect is None:
+                self._append(chunk)
+                return
+        # Only the transport thread feeds, so order holds outside the lock.
+        redirect.feed(chunk)
+
+    def _append(self, chunk: bytes) -> None:
+        if self._event is not None:
+            self._event.set()
+        if chunk:
+            self._chunks.append(chunk)
+            self._size += len(chunk)
+        self._cv.notify_all()
 
     def read_ready(self) -> bool:
         with self._lock:
@@ -104,6 +139,9 @@ class ChunkPipe(_Base):
             self._cv.notify_all()
             if self._event is not None:
                 self._event.set()
+            redirect = self._redirect
+        if redirect is not None:
+            redirect.close()
 
     def __len__(self) -> int:
         with self._lock:

@@ -44,3 +44,15 @@ def test_cli_help_does_not_import_ssh_libraries() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_the_ssh_core_does_not_import_invoke() -> None:
+    code = (
+        "import sys\n"
+        "import bastionctl.ssh.manager, bastionctl.ssh.connect\n"
+        "loaded = [m for m in ('invoke', 'asyncio', 'yaml') if sys.modules.get(m) is not None]\n"
+        "print(','.join(loaded))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""

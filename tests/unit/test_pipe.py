@@ -73,3 +73,41 @@ def test_a_read_times_out() -> None:
     with pytest.raises(PipeTimeout):
         ChunkPipe().read(10, timeout=0.1)
     assert time.monotonic() - started >= 0.09
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, bytes]] = []
+
+    def feed(self, chunk: bytes) -> None:
+        self.events.append(("feed", chunk))
+
+    def queue(self, chunk: bytes) -> None:
+        self.events.append(("queue", chunk))
+
+    def close(self) -> None:
+        self.events.append(("close", b""))
+
+
+def test_redirect_hands_over_what_is_buffered_first_then_every_feed_and_eof() -> None:
+    pipe, target = ChunkPipe(), Recorder()
+    pipe.feed(b"early")
+    pipe.feed(b"er")
+    pipe.redirect(target)
+    pipe.feed(b"later")
+    pipe.close()
+    assert target.events == [
+        ("queue", b"early"),
+        ("queue", b"er"),
+        ("feed", b"later"),
+        ("close", b""),
+    ]
+    assert len(pipe) == 0
+
+
+def test_redirect_after_eof_passes_the_eof_on() -> None:
+    pipe, target = ChunkPipe(), Recorder()
+    pipe.feed(b"last")
+    pipe.close()
+    pipe.redirect(target)
+    assert target.events == [("queue", b"last"), ("close", b"")]

@@ -1,0 +1,97 @@
+"""What a paramiko transport reads and writes through: a TCP socket, or a jump channel."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+
+import paramiko
+
+from bastionctl.ssh.deliver import SocketDelivery
+
+# A socket pair buffer large enough for the jump channel's whole window, so the outer
+# transport never has to queue for the drain thread while the inner one keeps reading.
+PAIR_BUFFER = 4 * 1024 * 1024
+
+
+class ReadAhead:
+    """A transport's socket read in large chunks.
+
+    paramiko reads a packet as a 16-byte header and then the rest, two reads (four system
+    calls on a socket with a timeout) per packet; one large read serves many packets.
+    """
+
+    CHUNK = 256 * 1024
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._data = b""
+        self._offset = 0
+
+    def recv(self, size: int) -> bytes:
+        if self._offset >= len(self._data):
+            self._data = self._sock.recv(self.CHUNK)  # may raise socket.timeout
+            self._offset = 0
+            if not self._data:
+                return b""
+        end = self._offset + size
+        out = self._data[self._offset : end]
+        self._offset = end
+        return out
+
+    def __getattr__(self, name: str) -> object:
+        # send, settimeout, close, getpeername, _closed...: the socket's own.
+        return getattr(self._sock, name)
+
+
+class JumpSocket(ReadAhead):
+    """The outer (bastion) channel as the inner transport's socket.
+
+    Writes go straight into the channel. Reads come from one end of a socket pair that the
+    outer transport's thread writes the channel's data into (ssh.deliver), so the inner
+    transport waits in the kernel, not on a Python condition, and wakes without a hand-off
+    through a channel buffer.
+    """
+
+    def __init__(self, channel: paramiko.Channel) -> None:
+        near, far = socket.socketpair()
+        for end in (near, far):
+            with contextlib.suppress(OSError):
+                end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PAIR_BUFFER)
+                end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, PAIR_BUFFER)
+        super().__init__(far)
+        self._channel = channel
+        self._near = near
+        self._delivery = SocketDelivery(channel, near, lambda _count: None)
+        self._delivery.start()
+        threading.Thread(target=self._drain, name="jump-drain", daemon=True).start()
+
+    def _drain(self) -> None:
+        try:
+            self._delivery.run()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+        finally:
+            # The channel's EOF (or a failure) becomes EOF for the inner transport.
+            with contextlib.suppress(OSError):
+                self._near.shutdown(socket.SHUT_WR)
+
+    def send(self, data: bytes) -> int:
+        return self._channel.send(data)
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._sock.settimeout(timeout)
+        self._channel.settimeout(timeout)
+
+    def close(self) -> None:
+        self._channel.close()
+        self._sock.close()
+        self._near.close()
+
+    @property
+    def _closed(self) -> bool:  # paramiko's Transport looks at it while stopping
+        return bool(self._sock._closed)  # type: ignore[attr-defined]
+
+    def getpeername(self) -> object:
+        return self._channel.getpeername()
