@@ -26,7 +26,10 @@ class SocketDelivery:
     """Delivers a channel's data into `sock`; `run()` is the forwarding thread's slow path."""
 
     def __init__(
-        self, channel: paramiko.Channel, sock: socket.socket, counted: Callable[[int], None]
+        self,
+        channel: paramiko.Channel,
+        sock: socket.socket,
+        counted: Callable[[int], None],
     ) -> None:
         self._channel = channel
         self._sock = sock

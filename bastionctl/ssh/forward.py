@@ -167,14 +167,18 @@ class LocalForwarder:
             self._open.discard((client, channel))
 
     def _client_to_channel(self, client: socket.socket, channel: paramiko.Channel) -> None:
+        # One reused buffer: recv(CHUNK) would allocate CHUNK bytes per call, costly for
+        # the small messages of interactive and database traffic.
+        buffer = bytearray(CHUNK)
+        view = memoryview(buffer)
         try:
             while True:
-                data = client.recv(CHUNK)
-                if not data:
+                count = client.recv_into(buffer)
+                if not count:
                     break
-                channel.sendall(data)
+                channel.sendall(bytes(view[:count]))
                 with self._lock:
-                    self.bytes_out += len(data)
+                    self.bytes_out += count
         except (OSError, EOFError, paramiko.SSHException):
             pass
         finally:

@@ -10,33 +10,38 @@ import paramiko
 
 from bastionctl.ssh.deliver import SocketDelivery
 
-# A socket pair buffer large enough for the jump channel's whole window, so the outer
-# transport never has to queue for the drain thread while the inner one keeps reading.
+# Asked for so that the jump channel's whole window fits in the socket pair and the outer
+# transport need not queue for the drain thread; the kernel may cap it (net.core.wmem_max),
+# which only makes that slower path more frequent.
 PAIR_BUFFER = 4 * 1024 * 1024
 
 
 class ReadAhead:
-    """A transport's socket read in large chunks.
+    """A transport's socket read in large chunks into one reused buffer.
 
     paramiko reads a packet as a 16-byte header and then the rest, two reads (four system
-    calls on a socket with a timeout) per packet; one large read serves many packets.
+    calls on a socket with a timeout) per packet; one large read serves many packets. The
+    buffer is reused because `recv(256 KiB)` allocates (and maps) 256 KiB on every call,
+    which costs more than the system call itself when a packet is small.
     """
 
     CHUNK = 256 * 1024
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
-        self._data = b""
+        self._buffer = bytearray(self.CHUNK)
+        self._view = memoryview(self._buffer)
         self._offset = 0
+        self._end = 0
 
     def recv(self, size: int) -> bytes:
-        if self._offset >= len(self._data):
-            self._data = self._sock.recv(self.CHUNK)  # may raise socket.timeout
-            self._offset = 0
-            if not self._data:
+        if self._offset >= self._end:
+            count = self._sock.recv_into(self._buffer)  # may raise socket.timeout
+            if not count:
                 return b""
-        end = self._offset + size
-        out = self._data[self._offset : end]
+            self._offset, self._end = 0, count
+        end = min(self._offset + size, self._end)
+        out = bytes(self._view[self._offset : end])
         self._offset = end
         return out
 

@@ -149,12 +149,15 @@ def test_local_ports_are_stable_and_a_taken_one_moves_to_the_next(
             # Usually 51434; an outgoing connection may hold it (5xxxx is in the ephemeral range).
             assert 51434 <= moved < 51433 + 20
         assert f"local port 51433 is in use; using {moved} instead" in second.stderr_text
-    with TunnelProcess([*base, "--local-port", "51500"]) as chosen:
-        assert chosen.local_port() == 51500
+    # A free port, not a fixed one: earlier tests' outgoing connections may hold any port
+    # of the ephemeral range for a while.
+    port = free_port()
+    with TunnelProcess([*base, "--local-port", str(port)]) as chosen:
+        assert chosen.local_port() == port, chosen.stderr_text
     with TunnelProcess(base) as again:
-        assert again.local_port() == 51500  # remembered across runs
-    taken = run_cli(*base, "--local-port", "51500", "--detach")
+        assert again.local_port() == port  # remembered across runs
+    taken = run_cli(*base, "--local-port", str(port), "--detach")
     assert taken.returncode == 0
-    clash = run_cli(*base, "--local-port", "51500")
-    assert clash.returncode == 1 and "local port 51500 is already in use" in clash.stderr
+    clash = run_cli(*base, "--local-port", str(port))
+    assert clash.returncode == 1 and f"local port {port} is already in use" in clash.stderr
     assert run_cli("tunnel", "stop", "--all").returncode == 0
