@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import socket
 import threading
@@ -26,8 +27,7 @@ SOURCE = 9001  # the lab's pattern source on server-04
 def source_tunnel(lab: LabInfo, tmp_path: Path) -> tuple[TunnelManager, ManagedTunnel]:
     events: list[TunnelEvent] = []
     manager, specs = manager_for(lab, tmp_path, events)
-    spec = specs["rdp4"]
-    spec = spec.__class__(**{**spec.__dict__, "remote_port": SOURCE, "service": None})
+    spec = dataclasses.replace(specs["rdp4"], remote_port=SOURCE, service=None)
     return manager, manager.open(spec)
 
 
