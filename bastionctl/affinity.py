@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,10 @@ INTERVAL = 5.0
 MARGIN = 0.25
 # BASTIONCTL_CPU=any leaves placement to the kernel.
 SETTING = "BASTIONCTL_CPU"
+
+# The CPUs this process had before it was pinned, and the one it is pinned to.
+_original: set[int] | None = None
+_pinned: int | None = None
 
 
 def choose(current: int, busy: dict[int, float], own: float) -> int:
@@ -38,9 +43,32 @@ def choose(current: int, busy: dict[int, float], own: float) -> int:
 
 def pin(cpu: int) -> None:
     """Move every thread of this process to `cpu`; threads started later inherit it."""
+    global _original, _pinned
+    if _original is None:
+        _original = os.sched_getaffinity(0)
     for task in Path("/proc/self/task").iterdir():
         with contextlib.suppress(ProcessLookupError, PermissionError):  # a thread that ended
             os.sched_setaffinity(int(task.name), {cpu})
+    _pinned = cpu
+
+
+@contextlib.contextmanager
+def unpinned() -> Iterator[None]:
+    """Programs started inside get the CPUs this process had before it was pinned.
+
+    A child inherits the mask of the thread that starts it; only that thread is widened,
+    for the moment of the start.
+    """
+    if _original is None:
+        yield
+        return
+    os.sched_setaffinity(0, _original)
+    try:
+        yield
+    finally:
+        if _pinned is not None:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, {_pinned})
 
 
 def _cpu_times() -> dict[int, tuple[int, int]]:
@@ -75,7 +103,8 @@ class CpuKeeper:
     def __init__(self, interval: float = INTERVAL) -> None:
         self._interval = interval
         self._stop = threading.Event()
-        self._allowed = sorted(os.sched_getaffinity(0))
+        # A process forked from a pinned one starts from what that one had before pinning.
+        self._allowed = sorted(_original if _original is not None else os.sched_getaffinity(0))
         self.cpu: int | None = None
 
     def start(self) -> None:

@@ -20,6 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from bastionctl import control, paths
+from bastionctl.affinity import unpinned
 from bastionctl.config import load_config
 from bastionctl.errors import AuthError, BastionctlError, UsageError
 from bastionctl.tunnels import PortBook, build_spec, describe, spec_key
@@ -183,7 +184,7 @@ def ensure_agent() -> Path:
 
 def _exec_agent(log_file: Path) -> Callable[[], bool]:
     """A fresh interpreter runs the agent (what a threaded front end, like the TUI, needs)."""
-    with log_file.open("ab") as out:
+    with log_file.open("ab") as out, unpinned():
         process = subprocess.Popen(
             [sys.executable, "-m", "bastionctl", *_debug_flag(), "agent"],
             stdin=subprocess.DEVNULL,

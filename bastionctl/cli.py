@@ -128,8 +128,10 @@ def cli(ctx: click.Context, config_path: Path | None, debug: bool, verbose: bool
             click.echo(ctx.get_help())
             _err("bastionctl: the TUI needs a terminal; the commands above work without one")
             return
+        from bastionctl.affinity import CpuKeeper
         from bastionctl.tui.app import create_app
 
+        CpuKeeper().start()  # the TUI holds tunnels itself (see affinity)
         create_app(config_path).run()
 
 
@@ -436,6 +438,7 @@ def _run_foreground(
     )
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     manager = TunnelManager(session, on_event)
+    CpuKeeper().start()  # clients it launches start unpinned (clients.launch)
     host = TunnelHost(manager, "foreground")
     server = control.ControlServer(control.sockets_dir() / f"{os.getpid()}.sock", host.handle)
     try:
@@ -457,9 +460,6 @@ def _run_foreground(
         click.echo("Press Ctrl-C to close.")
         sys.stdout.flush()
         client = _start_client(spec, port, launch, None, args)
-        # After the client started, which must not inherit a single CPU.
-        keeper = CpuKeeper()
-        keeper.start()
         try:
             while active.state not in (TunnelState.FAILED, TunnelState.CLOSED):
                 if client is not None and client.poll() is not None:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bastionctl.affinity import unpinned
 from bastionctl.atomic import write_atomic
 from bastionctl.errors import BastionctlError, UsageError
 from bastionctl.model import TunnelSpec
@@ -61,7 +62,8 @@ def check_installed(command: ClientCommand) -> None:
 
 def launch(command: ClientCommand) -> subprocess.Popen[bytes]:
     check_installed(command)
-    return subprocess.Popen(command.argv)
+    with unpinned():  # a viewer or client must not inherit a tunnel process's single CPU
+        return subprocess.Popen(command.argv)
 
 
 def write_rdp_file(path: Path, spec: TunnelSpec, port: int) -> None:

@@ -448,8 +448,10 @@ class BastionApp(App[None]):
 
         from textual.app import SuspendNotSupported
 
+        from bastionctl.affinity import unpinned
+
         try:
-            with self.suspend():
+            with self.suspend(), unpinned():
                 status = subprocess.run(command.argv, check=False).returncode
         except SuspendNotSupported:
             self.say(

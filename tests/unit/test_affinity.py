@@ -96,3 +96,40 @@ def test_bastionctl_cpu_any_leaves_placement_to_the_kernel() -> None:
     assert found["first"] is None
     allowed = sorted(os.sched_getaffinity(0))
     assert all(task == allowed for task in found["tasks"])
+
+
+LAUNCH = textwrap.dedent(
+    """
+    import json, os, subprocess
+    from bastionctl import affinity, clients
+    before = sorted(os.sched_getaffinity(0))
+    keeper = affinity.CpuKeeper()
+    keeper.start()
+    command = clients.ClientCommand(["grep", "Cpus_allowed_list", "/proc/self/status"], "grep")
+    child = clients.launch(command)
+    child.wait()
+    with affinity.unpinned():
+        inside = sorted(os.sched_getaffinity(0))
+    print(json.dumps({"before": before, "pinned": keeper.cpu, "inside": inside,
+                      "after": sorted(os.sched_getaffinity(0))}))
+    """
+)
+
+
+def test_a_launched_client_gets_every_cpu_back() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", LAUNCH], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    child_line, found_line = result.stdout.strip().splitlines()
+    found = json.loads(found_line)
+    expected = found["before"]
+    ranges = child_line.split(":", 1)[1].strip()
+    allowed = set()
+    for part in ranges.split(","):
+        low, _, high = part.partition("-")
+        allowed.update(range(int(low), int(high or low) + 1))
+    assert sorted(allowed) == expected  # the client runs wherever the kernel likes
+    assert found["inside"] == expected
+    if found["pinned"] is not None:
+        assert found["after"] == [found["pinned"]]  # and the tunnel process stays pinned
