@@ -61,16 +61,21 @@ KEEPER = textwrap.dedent(
 )
 
 
-def run_keeper(mode: str, env: dict[str, str] | None = None) -> dict[str, object]:
+def run_python(script: str, *args: str, env: dict[str, str] | None = None) -> list[str]:
+    """The lines a fresh interpreter prints running `script` (so pinning stays there)."""
     result = subprocess.run(
-        [sys.executable, "-c", KEEPER, "0.3", mode],
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         timeout=60,
         env={**os.environ, **(env or {})},
     )
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
+    return result.stdout.strip().splitlines()
+
+
+def run_keeper(mode: str, env: dict[str, str] | None = None) -> dict[str, object]:
+    return json.loads(run_python(KEEPER, "0.3", mode, env=env)[-1])  # type: ignore[no-any-return]
 
 
 def test_every_thread_old_and_new_runs_on_the_chosen_cpu() -> None:
@@ -117,11 +122,7 @@ LAUNCH = textwrap.dedent(
 
 
 def test_a_launched_client_gets_every_cpu_back() -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", LAUNCH], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    child_line, found_line = result.stdout.strip().splitlines()
+    child_line, found_line = run_python(LAUNCH)
     found = json.loads(found_line)
     expected = found["before"]
     ranges = child_line.split(":", 1)[1].strip()

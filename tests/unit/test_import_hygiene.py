@@ -34,25 +34,23 @@ def test_no_core_module_imports_textual() -> None:
     assert result.returncode == 0, result.stderr + result.stdout
 
 
-def test_cli_help_does_not_import_ssh_libraries() -> None:
+def loaded_after(statement: str, modules: tuple[str, ...]) -> str:
+    """Which of `modules` a fresh interpreter holds after `statement`, comma-separated."""
     code = (
         "import sys\n"
-        "from bastionctl import cli\n"
-        "heavy = [m for m in ('paramiko', 'boto3', 'textual', 'keyring') if m in sys.modules]\n"
-        "print(','.join(heavy))\n"
+        f"{statement}\n"
+        f"print(','.join(m for m in {modules!r} if sys.modules.get(m) is not None))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == ""
+    return result.stdout.strip()
+
+
+def test_cli_help_does_not_import_ssh_libraries() -> None:
+    heavy = ("paramiko", "boto3", "textual", "keyring")
+    assert loaded_after("from bastionctl import cli", heavy) == ""
 
 
 def test_the_ssh_core_does_not_import_invoke() -> None:
-    code = (
-        "import sys\n"
-        "import bastionctl.ssh.manager, bastionctl.ssh.connect\n"
-        "loaded = [m for m in ('invoke', 'asyncio', 'yaml') if sys.modules.get(m) is not None]\n"
-        "print(','.join(loaded))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == ""
+    statement = "import bastionctl.ssh.manager, bastionctl.ssh.connect"
+    assert loaded_after(statement, ("invoke", "asyncio", "yaml")) == ""
