@@ -99,11 +99,10 @@ def plain_ssh_environment(
     """
     import shlex
 
-    from bastionctl import control
     from bastionctl.atomic import write_atomic
     from bastionctl.render.ssh_config import control_dir
 
-    run_dir = control.sockets_dir().parent
+    run_dir = paths.private_dir(paths.runtime_dir())
     config_file = run_dir / "ssh_config"
     write_atomic(config_file, ssh_config_text, mode=0o600)
     helper = run_dir / "askpass"

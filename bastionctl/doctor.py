@@ -14,7 +14,7 @@ from typing import Any
 
 from bastionctl.config import Config
 from bastionctl.dns import Dns64View, Lookup, Resolver, discover_dns64
-from bastionctl.errors import BastionctlError
+from bastionctl.errors import BastionctlError, ConnectError
 from bastionctl.model import Bastion, Endpoint, Host, hostport
 
 BANNER_TIMEOUT = 5.0
@@ -289,9 +289,9 @@ def ssh_reachability(bastion: Bastion, timeout: float) -> list[Check]:
 
 def deep_checks(bastion: Bastion, hosts: list[Host], session: Any) -> list[Check]:
     """Log in to the bastion, then ask it for a channel to each host's SSH port."""
-    import paramiko
-
-    from bastionctl.ssh.connect import channel_failure_reasons, connect_bastion
+    from bastionctl.ssh import datapath
+    from bastionctl.ssh.connect import connect_bastion
+    from bastionctl.ssh.forward import ChannelRefused, ChannelTimeout, open_direct
 
     try:
         transport = connect_bastion(bastion, session)
@@ -304,19 +304,19 @@ def deep_checks(bastion: Bastion, hosts: list[Host], session: Any) -> list[Check
             target = (host.connect_host, host.port)
             check = f"channel to {hostport(*target)}"
             try:
-                with channel_failure_reasons() as reasons:
-                    channel = transport.open_channel(
-                        "direct-tcpip",
-                        target,
-                        ("127.0.0.1", 0),
-                        timeout=session.settings.connect_timeout,
-                    )
-            except paramiko.ChannelException as exc:
-                reason = reasons[-1] if reasons else exc.text
-                failure = _channel_failure(exc.code, reason)
+                channel = open_direct(
+                    transport,
+                    datapath.PLAIN,
+                    bastion.alias,
+                    target,
+                    ("127.0.0.1", 0),
+                    session.settings.connect_timeout,
+                )
+            except ChannelRefused as exc:
+                failure = _channel_failure(exc.code, exc.text, hostport(*target))
                 checks.append(Check(host.alias, check, Status.FAIL, *failure))
                 continue
-            except paramiko.SSHException:
+            except ChannelTimeout:
                 checks.append(
                     Check(
                         host.alias,
@@ -326,6 +326,9 @@ def deep_checks(bastion: Bastion, hosts: list[Host], session: Any) -> list[Check
                         "the host or a security group drops the bastion's packets",
                     )
                 )
+                continue
+            except ConnectError as exc:
+                checks.append(Check(host.alias, check, Status.FAIL, exc.message))
                 continue
             channel.settimeout(BANNER_TIMEOUT)
             try:
@@ -340,17 +343,21 @@ def deep_checks(bastion: Bastion, hosts: list[Host], session: Any) -> list[Check
     return checks
 
 
-def _channel_failure(code: int, reason: str) -> tuple[str, str]:
-    text = reason.lower()
-    if code == 1:
-        return f"the bastion refuses to forward there: {reason}", "check PermitOpen"
-    if "name" in text or "resolve" in text or "known" in text:
-        return f"DNS failure on the bastion: {reason}", "check the bastion's /etc/hosts or DNS"
-    if "refused" in text:
-        return f"channel refused: {reason}", "is sshd running on the host?"
-    if "timed out" in text:
-        return f"timeout: {reason}", "the host or a security group drops the packets"
-    return f"channel failed: {reason} (code {code})", ""
+# The reason codes of a refused channel (RFC 4254, 5.1).
+OPEN_PROHIBITED = 1
+OPEN_CONNECT_FAILED = 2
+
+
+def _channel_failure(code: int, text: str, target: str) -> tuple[str, str]:
+    """What a refused channel means, from the code the bastion answered with."""
+    if code == OPEN_PROHIBITED:
+        return f"the bastion refuses to forward to {target} ({text.lower()})", "check PermitOpen"
+    if code == OPEN_CONNECT_FAILED:
+        return (
+            f"channel refused: the bastion could not connect to {target} ({text.lower()})",
+            "is sshd running on the host, and can the bastion route to (and resolve) it?",
+        )
+    return f"channel failed: {text.lower()} (code {code})", ""
 
 
 def _clock_check(bastion: Bastion, transport: Any) -> Check:
@@ -513,7 +520,7 @@ def run(
 ) -> list[Check]:
     inventory = config.inventory
     if host is not None:
-        from bastionctl.tunnels import find_host
+        from bastionctl.tunnels.spec import find_host
 
         if host in inventory.bastions:
             bastions = [inventory.bastions[host]]

@@ -54,12 +54,30 @@ class LoginCancelled(AuthError):
     """The person declined to answer a login prompt (Esc in the TUI's TOTP dialog)."""
 
 
+class NeedsInput(LoginCancelled):
+    """A login asked something and the front end that could answer has gone.
+
+    Nothing was sent: the tunnel waits until a front end answers (`tunnel answer`, the TUI).
+    """
+
+    def __init__(self, prompt: str) -> None:
+        super().__init__(
+            f"the login waits for an answer to {prompt!r} and no front end is attached",
+            "answer it with `bastionctl tunnel answer ID` or from the TUI",
+        )
+        self.prompt = prompt
+
+
 class ConnectError(BastionctlError):
     """A TCP connection, SSH handshake or channel could not be opened."""
 
 
 class PortInUseError(BastionctlError):
     """The local port of a tunnel is taken."""
+
+
+class ProtocolError(BastionctlError):
+    """Another bastionctl process sent a control message of another version or shape."""
 
 
 class LabError(BastionctlError):

@@ -105,11 +105,7 @@ class TunnelSpec:
         return f"{what} on {self.host.alias}"
 
     def connection_host(self) -> str:
-        """The address a client on this machine uses; a literal, as SQL Server wants."""
-        # A wildcard or dual-loopback listener is reachable on 127.0.0.1.
-        if self.bind in ("0.0.0.0", "::", "", "localhost"):  # noqa: S104
-            return "127.0.0.1"
-        return self.bind
+        return connection_host(self.bind)
 
     def connection_string(self, local_port: int | None = None) -> str:
         port = self.local_port if local_port is None else local_port
@@ -136,9 +132,19 @@ def hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def is_ip(value: str) -> bool:
+def connection_host(bind: str) -> str:
+    """The address a client on this machine uses for a listener; a literal, as SQL Server wants."""
+    # A wildcard or dual-loopback listener is reachable on 127.0.0.1.
+    if bind in ("0.0.0.0", "::", "", "localhost"):  # noqa: S104
+        return "127.0.0.1"
+    return bind
+
+
+def is_loopback(bind: str) -> bool:
+    """Whether a listener on `bind` is reachable from this machine only."""
+    if bind == "localhost":
+        return True
     try:
-        ipaddress.ip_address(value)
+        return ipaddress.ip_address(bind).is_loopback
     except ValueError:
         return False
-    return True

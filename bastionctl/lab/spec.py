@@ -66,10 +66,6 @@ class LabSpec:
         return f"fd00:bc1:{self.net_id:x}:2::{last:x}"
 
     @property
-    def private_prefix(self) -> str:
-        return f"fd00:bc1:{self.net_id:x}:2::/64"
-
-    @property
     def fence6(self) -> str:
         """Every lab IPv6 address; unreachable from the host except via the lab's own links."""
         return f"fd00:bc1:{self.net_id:x}::/48"

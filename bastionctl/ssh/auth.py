@@ -13,7 +13,7 @@ from pathlib import Path
 
 import paramiko
 
-from bastionctl.errors import AuthError, ConfigError
+from bastionctl.errors import AuthError, BastionctlError, ConfigError
 from bastionctl.model import Endpoint
 from bastionctl.otp import TotpSource, looks_like_totp_prompt
 
@@ -35,6 +35,14 @@ def sanitise_prompt(text: str) -> str:
     return CONTROL_CHARS.sub("", strip_escapes(text)).strip()[:200]
 
 
+class _Aborted(EOFError):
+    """Ends a login from inside paramiko's transport thread, where the prompts are answered.
+
+    paramiko logs any other exception there as an error with its traceback; an EOFError it
+    takes quietly as the end of the conversation. The reason stays on the answerer.
+    """
+
+
 class PromptAnswerer:
     """The keyboard-interactive handler for one login."""
 
@@ -51,6 +59,8 @@ class PromptAnswerer:
         self._totp_factory = totp_factory
         self._totp: TotpSource | None = None
         self._totp_resolved = False
+        # Why no answer was sent (cancelled, nobody to ask): raised again by authenticate().
+        self.aborted: BastionctlError | None = None
 
     def _totp_source(self) -> TotpSource | None:
         if not self._totp_resolved:
@@ -61,18 +71,22 @@ class PromptAnswerer:
     def __call__(
         self, title: str, instructions: str, prompts: Sequence[tuple[str, bool]]
     ) -> list[str]:
-        answers: list[str] = []
-        for prompt, echo in prompts:
-            text = sanitise_prompt(prompt) or "Response:"
-            totp = self._totp_source() if looks_like_totp_prompt(text) else None
-            if totp is not None:
-                log.info("answering %r for %s from the keyring", text, self.endpoint.alias)
-                answers.append(totp.next_code())
-                self.totp_answers += 1
-            else:
-                log.info("asking the user %r for %s", text, self.endpoint.alias)
-                answers.append(self.ask(f"{self.endpoint.alias}: {text}", echo))
-        return answers
+        try:
+            return [self._answer(prompt, echo) for prompt, echo in prompts]
+        except BastionctlError as exc:
+            self.aborted = exc
+            raise _Aborted from None
+
+    def _answer(self, prompt: str, echo: bool) -> str:
+        text = sanitise_prompt(prompt) or "Response:"
+        totp = self._totp_source() if looks_like_totp_prompt(text) else None
+        if totp is not None:
+            log.info("answering %r for %s from the keyring", text, self.endpoint.alias)
+            code = totp.next_code()
+            self.totp_answers += 1
+            return code
+        log.info("asking the user %r for %s", text, self.endpoint.alias)
+        return self.ask(f"{self.endpoint.alias}: {text}", echo)
 
 
 def load_identity(endpoint: Endpoint, ask: Asker) -> list[paramiko.PKey]:
@@ -164,13 +178,16 @@ def _interactive(
         return list(transport.auth_interactive(endpoint.user, answerer))
     except paramiko.BadAuthenticationType as exc:
         return list(exc.allowed_types)
-    except paramiko.AuthenticationException:
-        source = "the keyring's TOTP secret" if answerer.totp_answers else "the code you typed"
-        raise AuthError(
-            f"{endpoint.alias} rejected the keyboard-interactive login ({source}); "
-            "not retrying, so the bastion does not lock you out",
-            f"check the secret with `bastionctl otp code {endpoint.alias}` against your "
-            "authenticator app, and the clock",
-        ) from None
-    except paramiko.SSHException as exc:
-        raise AuthError(f"{endpoint.alias}: keyboard-interactive login failed: {exc}") from None
+    except (paramiko.SSHException, EOFError) as exc:
+        if answerer.aborted is not None:
+            # Nothing was answered: the person declined, or nobody was there to ask.
+            raise answerer.aborted from None
+        if not isinstance(exc, paramiko.AuthenticationException):
+            raise AuthError(f"{endpoint.alias}: keyboard-interactive login failed: {exc}") from None
+    source = "the keyring's TOTP secret" if answerer.totp_answers else "the code you typed"
+    raise AuthError(
+        f"{endpoint.alias} rejected the keyboard-interactive login ({source}); "
+        "not retrying, so the bastion does not lock you out",
+        f"check the secret with `bastionctl otp code {endpoint.alias}` against your "
+        "authenticator app, and the clock",
+    )

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import re
 import socket
-from collections.abc import Iterator
+import threading
 from dataclasses import dataclass, field
 
 import paramiko
@@ -15,13 +13,13 @@ from bastionctl.config import Settings
 from bastionctl.errors import AuthError, ConnectError, SecretStoreError
 from bastionctl.model import Bastion, Endpoint, Host, hostport
 from bastionctl.otp import Notify, SecretStore, TotpSource, UsedSteps
-from bastionctl.ssh import pipe
+from bastionctl.ssh import datapath, seam
 from bastionctl.ssh.auth import Asker, PromptAnswerer, authenticate, load_identity
+from bastionctl.ssh.datapath import MAX_PACKET_SIZE, WINDOW_SIZE, SocketLike
+from bastionctl.ssh.forward import ChannelRefused, open_direct
 from bastionctl.ssh.hostkeys import KnownHosts
-from bastionctl.ssh.wire import JumpSocket, ReadAhead
 
 log = logging.getLogger(__name__)
-pipe.install()
 
 # Faster than paramiko's default order (aes-ctr first) on the same hardware.
 PREFERRED_CIPHERS = (
@@ -31,26 +29,28 @@ PREFERRED_CIPHERS = (
     "aes256-ctr",
     "aes192-ctr",
 )
-WINDOW_SIZE = 2 * 1024 * 1024
-MAX_PACKET_SIZE = 32768
 # A person may need a while to type a code; the server's LoginGraceTime is the real bound.
 AUTH_TIMEOUT = 120.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class Session:
-    """What a login needs besides the endpoint: settings, known hosts, secrets, the user."""
+    """What a login needs besides the endpoint: settings, known hosts, secrets, the person.
+
+    One per front end (a terminal, the TUI, a request to the agent): `ask` and `notify` reach
+    that front end and no other. Secrets and used TOTP steps are the process's, shared.
+    """
 
     settings: Settings
     ask: Asker
     notify: Notify
     secrets: SecretStore | None = field(default_factory=SecretStore)
     used_steps: UsedSteps = field(default_factory=UsedSteps)
-    known_hosts: KnownHosts | None = None
+    known_hosts: KnownHosts = None  # type: ignore[assignment]  # default: settings.known_hosts
 
     def __post_init__(self) -> None:
         if self.known_hosts is None:
-            self.known_hosts = KnownHosts(self.settings.known_hosts)
+            object.__setattr__(self, "known_hosts", KnownHosts(self.settings.known_hosts))
 
     def totp_for(self, endpoint: Endpoint) -> TotpSource | None:
         if self.secrets is None:
@@ -79,7 +79,8 @@ def connect_bastion(bastion: Bastion, session: Session) -> paramiko.Transport:
             "check the address and that its SSH port is open to you",
         ) from None
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return _login(ReadAhead(sock), bastion, session, f"bastion {bastion.alias}")
+    path = datapath.active()
+    return _login(path.transport_socket(sock), bastion, session, f"bastion {bastion.alias}")
 
 
 def connect_through(
@@ -87,30 +88,36 @@ def connect_through(
 ) -> paramiko.Transport:
     """A transport to `host` whose socket is a direct-tcpip channel through the bastion."""
     target = (host.connect_host, host.port)
+    path = datapath.active()
+    timeout = session.settings.connect_timeout
     try:
-        channel = bastion_transport.open_channel(
-            "direct-tcpip",
-            target,
-            ("127.0.0.1", 0),
-            window_size=WINDOW_SIZE,
-            max_packet_size=MAX_PACKET_SIZE,
-            timeout=session.settings.connect_timeout,
+        channel = open_direct(
+            bastion_transport, path, f"bastion {bastion.alias}", target, ("127.0.0.1", 0), timeout
         )
-    except paramiko.ChannelException as exc:
+    except ChannelRefused as exc:
         raise ConnectError(
-            f"bastion {bastion.alias} could not open a channel to {host.alias} at "
-            f"{hostport(*target)}: {exc.text} (code {exc.code})",
+            f"{exc.message}, on the way to {host.alias}",
             "check the host's address and that the bastion may forward to its SSH port",
         ) from None
-    except (paramiko.SSHException, EOFError, OSError) as exc:
-        raise ConnectError(
-            f"bastion {bastion.alias} dropped the connection while opening a channel to "
-            f"{host.alias}: {exc or type(exc).__name__}"
-        ) from None
-    return _login(JumpSocket(channel), host, session, host.alias)
+    return _login(path.jump_socket(channel), host, session, host.alias)
 
 
-def _login(sock: ReadAhead, endpoint: Endpoint, session: Session, what: str) -> paramiko.Transport:
+def probe(transport: paramiko.Transport, timeout: float) -> bool:
+    """A keepalive that expects an answer; paramiko's own keepalive never notices silence."""
+    answered = threading.Event()
+
+    def ask() -> None:
+        try:
+            transport.global_request("keepalive@openssh.com", wait=True)
+        except Exception:  # a failed request on a dying transport is just "no answer"
+            return
+        answered.set()
+
+    threading.Thread(target=ask, name="keepalive-probe", daemon=True).start()
+    return answered.wait(timeout)
+
+
+def _login(sock: SocketLike, endpoint: Endpoint, session: Session, what: str) -> paramiko.Transport:
     transport = paramiko.Transport(
         sock,  # type: ignore[arg-type]  # socket-like, as paramiko allows
         default_window_size=WINDOW_SIZE,
@@ -118,7 +125,7 @@ def _login(sock: ReadAhead, endpoint: Endpoint, session: Session, what: str) -> 
     )
     try:
         _tune(transport, endpoint, session)
-        transport.auth_timeout = AUTH_TIMEOUT
+        seam.set_auth_timeout(transport, AUTH_TIMEOUT)
         try:
             transport.start_client(timeout=session.settings.connect_timeout)
         except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -126,7 +133,6 @@ def _login(sock: ReadAhead, endpoint: Endpoint, session: Session, what: str) -> 
                 f"SSH handshake with {what} at {hostport(endpoint.connect_host, endpoint.port)} "
                 f"failed: {exc or type(exc).__name__}"
             ) from None
-        assert session.known_hosts is not None
         session.known_hosts.verify(
             endpoint.alias, _known_names(endpoint), transport.get_remote_server_key()
         )
@@ -149,7 +155,6 @@ def _tune(transport: paramiko.Transport, endpoint: Endpoint, session: Session) -
     options.ciphers = [c for c in PREFERRED_CIPHERS if c in ciphers] + [
         c for c in ciphers if c not in PREFERRED_CIPHERS
     ]
-    assert session.known_hosts is not None
     known = session.known_hosts.known_types(_known_names(endpoint))
     if known:
         # Like OpenSSH: ask for a host key type we can check before one we cannot.
@@ -166,30 +171,3 @@ def _known_names(endpoint: Endpoint) -> list[str]:
             if name not in names:
                 names.append(name)
     return names
-
-
-class _OpenFailures(logging.Handler):
-    """Collects the server's reason for a refused channel, which paramiko only logs."""
-
-    pattern = re.compile(r"open FAILED: (.*): [^:]*$")
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.reasons: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        match = self.pattern.search(record.getMessage())
-        if match:
-            self.reasons.append(match.group(1))
-
-
-@contextlib.contextmanager
-def channel_failure_reasons() -> Iterator[list[str]]:
-    """`with channel_failure_reasons() as reasons:` around open_channel(); the server's texts."""
-    handler = _OpenFailures()
-    logger = logging.getLogger("paramiko.transport")
-    logger.addHandler(handler)
-    try:
-        yield handler.reasons
-    finally:
-        logger.removeHandler(handler)

@@ -17,9 +17,8 @@ from collections import deque
 from collections.abc import Callable
 
 import paramiko
-from paramiko.common import cMSG_CHANNEL_WINDOW_ADJUST
 
-from bastionctl.ssh.pipe import ChunkPipe
+from bastionctl.ssh import seam
 
 
 class SocketDelivery:
@@ -50,10 +49,7 @@ class SocketDelivery:
 
     def start(self) -> None:
         """Take over the channel's receive buffer (what it already holds comes first)."""
-        buffer = self._channel.in_buffer
-        if not isinstance(buffer, ChunkPipe):
-            raise TypeError("the channel was created before ssh.pipe.install()")
-        buffer.redirect(self)
+        seam.redirect(self._channel, self)
 
     def queue(self, chunk: bytes) -> None:
         with self._cv:
@@ -85,31 +81,11 @@ class SocketDelivery:
                 self._queue(chunk[sent:] if sent else chunk)
         if sent:
             self._counted(sent)
-            ack = self._channel._check_add_window(sent)  # type: ignore[attr-defined]
-            if ack and not self._reopen_now(ack):
+            ack = seam.consumed(self._channel, sent)
+            if ack and not seam.reopen_now(self._channel, ack):
                 with self._cv:
                     self._unsent_ack += ack
                     self._cv.notify()
-
-    def _reopen_now(self, ack: int) -> bool:
-        """Send a window adjustment from the transport thread, if that cannot block.
-
-        The transport thread must not wait for a key exchange, which only it can finish,
-        nor for a sender holding the transport: then run() sends the adjustment instead.
-        """
-        transport = self._channel.transport
-        if transport is None:
-            return True
-        lock = transport.clear_to_send_lock
-        if not lock.acquire(blocking=False):
-            return False
-        try:
-            if not transport.clear_to_send.is_set():
-                return False
-            transport._send_message(self._adjustment(ack))  # type: ignore[attr-defined]
-            return True
-        finally:
-            lock.release()
 
     def close(self) -> None:
         """The channel's EOF: run() shuts the client's write side once the queue is sent."""
@@ -141,20 +117,8 @@ class SocketDelivery:
                     with self._cv:
                         self._sending = False
                 self._counted(size)
-                ack += self._channel._check_add_window(size)  # type: ignore[attr-defined]
+                ack += seam.consumed(self._channel, size)
             if ack:
-                self._reopen(ack)
+                seam.reopen(self._channel, ack)
             if done:
                 return
-
-    def _reopen(self, ack: int) -> None:
-        transport = self._channel.transport
-        if transport is not None:
-            transport._send_user_message(self._adjustment(ack))  # type: ignore[attr-defined]
-
-    def _adjustment(self, ack: int) -> paramiko.Message:
-        message = paramiko.Message()
-        message.add_byte(cMSG_CHANNEL_WINDOW_ADJUST)
-        message.add_int(self._channel.remote_chanid)
-        message.add_int(ack)
-        return message

@@ -12,16 +12,72 @@ from collections.abc import Callable
 
 import paramiko
 
-from bastionctl.errors import ConnectError, PortInUseError
+from bastionctl.errors import BastionctlError, ConnectError, PortInUseError
 from bastionctl.model import hostport
-from bastionctl.ssh.deliver import SocketDelivery
+from bastionctl.ssh.datapath import DataPath, Delivery
 
 log = logging.getLogger(__name__)
 
 # Opens the SSH channel for one accepted connection; gets the client's (address, port).
 ChannelOpener = Callable[[tuple[str, int]], paramiko.Channel]
-EventSink = Callable[[str, str], None]
+# Hears why a connection could not be forwarded (one line, fit to show the user).
+FailureSink = Callable[[str], None]
 CHUNK = 256 * 1024
+
+
+class ChannelRefused(ConnectError):
+    """The server refused a channel; `code` is its reason (RFC 4254, 5.1)."""
+
+    def __init__(self, message: str, code: int, text: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.text = text
+
+
+class ChannelTimeout(ConnectError):
+    """The server did not answer a channel request in time."""
+
+
+def refusal(code: int, text: str, host: str, remote: tuple[str, int]) -> str:
+    """Why `host` refused a channel to `remote`, from the server's reason code."""
+    where = hostport(*remote)
+    if code == paramiko.common.OPEN_FAILED_CONNECT_FAILED:
+        if remote[0] in ("localhost", "127.0.0.1", "::1"):
+            return f"nothing listens on {where} on {host} (connect failed)"
+        return f"{host} could not connect to {where} (connect failed)"
+    if code == paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED:
+        return f"{host} does not allow forwarding to {where} (administratively prohibited)"
+    return f"{host} could not open a channel to {where} ({text.lower()}, code {code})"
+
+
+def open_direct(
+    transport: paramiko.Transport,
+    path: DataPath,
+    host: str,
+    remote: tuple[str, int],
+    origin: tuple[str, int],
+    timeout: float,
+) -> paramiko.Channel:
+    """A `direct-tcpip` channel from `host` (the transport's server) to `remote`.
+
+    Raises ChannelRefused with the server's reason, ChannelTimeout, or ConnectError when the
+    connection to `host` fails meanwhile.
+    """
+    try:
+        return path.open_channel(transport, remote, origin, timeout)
+    except paramiko.ChannelException as exc:
+        raise ChannelRefused(
+            refusal(exc.code, exc.text, host, remote), exc.code, exc.text
+        ) from None
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        if transport.is_active():  # paramiko's own timeout: the transport is still fine
+            raise ChannelTimeout(
+                f"{host} did not open a channel to {hostport(*remote)} within {timeout:g} s"
+            ) from None
+        raise ConnectError(
+            f"the connection to {host} failed while opening a channel to {hostport(*remote)}: "
+            f"{exc or type(exc).__name__}"
+        ) from None
 
 
 class LocalForwarder:
@@ -30,22 +86,23 @@ class LocalForwarder:
         bind: str,
         port: int,
         open_channel: ChannelOpener,
-        on_event: EventSink | None = None,
+        path: DataPath,
+        on_failure: FailureSink | None = None,
     ) -> None:
         self.bind_address = bind
         self.requested_port = port
         self.open_channel = open_channel
-        self.on_event = on_event or (lambda _kind, _message: None)
+        self.path = path
+        self.on_failure = on_failure or (lambda _message: None)
         self.bytes_in = 0  # from the remote service to the local client
         self.bytes_out = 0
-        self.connections = 0
         self.active = 0
         self._lock = threading.Lock()
         self._listeners: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
         self._closing = threading.Event()
         self._open: set[tuple[socket.socket, paramiko.Channel]] = set()
-        self._deliveries: set[SocketDelivery] = set()
+        self._deliveries: set[Delivery] = set()
 
     @property
     def port(self) -> int:
@@ -147,14 +204,14 @@ class LocalForwarder:
         try:
             channel = self.open_channel((str(peer[0]), int(peer[1])))
         except Exception as exc:  # any failure: refuse this client, keep the listener
-            self.on_event("error", f"connection from {peer[0]} refused: {exc}")
+            message = exc.message if isinstance(exc, BastionctlError) else str(exc)
+            log.info("connection from %s refused: %s", hostport(peer[0], peer[1]), message)
+            self.on_failure(message)
             client.close()
             return
         with self._lock:
-            self.connections += 1
             self.active += 1
             self._open.add((client, channel))
-        self.on_event("connection", f"connection from {peer[0]}:{peer[1]}")
         upstream = threading.Thread(
             target=self._client_to_channel, args=(client, channel), daemon=True
         )
@@ -192,17 +249,18 @@ class LocalForwarder:
         return sum(delivery.queued for delivery in deliveries)
 
     def _channel_to_client(self, channel: paramiko.Channel, client: socket.socket) -> None:
-        delivery = SocketDelivery(channel, client, self._count_in)
-        with self._lock:
-            self._deliveries.add(delivery)
+        delivery: Delivery | None = None
         try:
-            delivery.start()
+            delivery = self.path.delivery(channel, client, self._count_in)
+            with self._lock:
+                self._deliveries.add(delivery)
             delivery.run()
         except (OSError, EOFError, paramiko.SSHException):
             pass
         finally:
-            with self._lock:
-                self._deliveries.discard(delivery)
+            if delivery is not None:
+                with self._lock:
+                    self._deliveries.discard(delivery)
             with contextlib.suppress(OSError):
                 client.shutdown(socket.SHUT_WR)
 

@@ -4,7 +4,7 @@ paramiko's BufferedPipe copies every packet into an array and copies it out agai
 partial read moves everything still buffered behind it. Forwarding hundreds of MB through two
 hops spends much of its time there. ChunkPipe keeps the packets as they came (a deque of
 bytes) and joins them once per read; its behaviour (blocking, timeouts, close, the event used
-by Channel.fileno) is BufferedPipe's.
+by Channel.fileno) is BufferedPipe's. ssh.seam puts it in place, for bastionctl's channels only.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
-import paramiko.channel
 from paramiko.buffered_pipe import BufferedPipe, PipeTimeout
 
 if TYPE_CHECKING:
@@ -146,8 +145,3 @@ class ChunkPipe(_Base):
     def __len__(self) -> int:
         with self._lock:
             return self._size
-
-
-def install() -> None:
-    """Every paramiko Channel created from now on buffers with ChunkPipe."""
-    paramiko.channel.BufferedPipe = ChunkPipe  # type: ignore[attr-defined,assignment]

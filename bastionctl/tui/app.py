@@ -8,7 +8,6 @@ processes, stopping tunnels) runs in worker threads; results come back as messag
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -29,7 +28,6 @@ from bastionctl.config import Config, load_config, resolve_config_path
 from bastionctl.errors import BastionctlError, LoginCancelled
 from bastionctl.model import Bastion, Host
 from bastionctl.otp import SecretStore, UsedSteps
-from bastionctl.ssh.manager import TunnelEvent, TunnelManager
 from bastionctl.tui.help_screen import HelpScreen
 from bastionctl.tui.host_details import HostDetails
 from bastionctl.tui.host_table import HostTable
@@ -40,6 +38,14 @@ from bastionctl.tui.report_screen import ReportScreen
 from bastionctl.tui.rows import GROUPINGS, HostRow, host_rows, matches
 from bastionctl.tui.totp_dialog import STEP, TotpDialog
 from bastionctl.tui.tunnel_panel import TunnelPanel
+from bastionctl.tunnels.manager import TunnelManager
+from bastionctl.tunnels.protocol import (
+    TunnelEvent,
+    TunnelId,
+    TunnelInfo,
+    TunnelRequest,
+    TunnelState,
+)
 
 OTHERS_INTERVAL = 2.0
 LOG_DRAIN_INTERVAL = 0.2
@@ -79,6 +85,7 @@ class BastionApp(App[None]):
         Binding("s", "tunnel('mssql')", "SQL Server tunnel"),
         Binding("p", "port_tunnel", "Tunnel to a port", show=False),
         Binding("x", "stop", "Stop tunnel"),
+        Binding("a", "answer", "Answer a waiting login", show=False),
         Binding("c", "copy", "Copy connection string", show=False),
         Binding("o", "launch", "Launch client", show=False),
         Binding("f5", "refresh", "Refresh inventory", show=False),
@@ -113,7 +120,8 @@ class BastionApp(App[None]):
         self.rows: list[HostRow] = []
         self.group_by = GROUPINGS[0]
         self._dns: tuple[Any, Any] | None = None
-        self.others: list[dict[str, Any]] = []
+        self.others: list[TunnelInfo] = []
+        self.control: Any = None  # this process's control socket, once tunnels can exist
         self.log_handler = PanelLogHandler()
         self._saved_handlers: list[logging.Handler] = []
         # The bastion whose login may show the TOTP dialog (for "this step's code is used").
@@ -156,6 +164,8 @@ class BastionApp(App[None]):
 
     def on_unmount(self) -> None:
         # However the app ends (q, ctrl+q, an error), its own tunnels end with it.
+        if self.control is not None:
+            self.control.close()
         if self.manager is not None:
             self.manager.close_all()
         logging.getLogger().handlers = self._saved_handlers
@@ -196,17 +206,9 @@ class BastionApp(App[None]):
         self.config = config
         self._dns = None
         if self.manager is None:
-            from bastionctl.ssh.connect import Session
-
-            session = Session(
-                settings=config.settings,
-                ask=self.ask_from_thread,
-                # Called from login threads and tunnel supervisors alike: queue, never block.
-                notify=self.log_handler.pending.append,
-                secrets=self.secrets,
-                used_steps=self.used_steps,
-            )
-            self.manager = TunnelManager(session, on_event=self.tunnel_event_from_thread)
+            self.manager = TunnelManager(self.tunnel_event_from_thread, process="tui")
+            if self.watch_others:
+                self.serve_control(self.manager)
         for warning in warnings:
             self.log_line(f"warning: {warning}")
         if warnings:
@@ -330,19 +332,48 @@ class BastionApp(App[None]):
             InputDialog(f"Remote port on {alias}", placeholder="e.g. 5432", check=check), opened
         )
 
+    @work(thread=True, exclusive=True, group="control")
+    def serve_control(self, manager: TunnelManager) -> None:
+        """`tunnel list` and `tunnel stop` in other terminals see this window's tunnels too."""
+        from bastionctl.tunnels import control
+        from bastionctl.tunnels.service import TunnelService
+
+        server = control.ControlServer(
+            control.process_socket(manager.pid), TunnelService(manager).handle
+        )
+        try:
+            server.start()
+        except (OSError, BastionctlError) as exc:
+            self.call_from_thread(self.log_line, f"no control socket for other terminals: {exc}")
+            return
+        self.control = server
+
+    def session(self) -> Any:
+        """This window's login context: prompts come to the TOTP dialog."""
+        from bastionctl.ssh.connect import Session
+
+        assert self.config is not None
+        return Session(
+            settings=self.config.settings,
+            ask=self.ask_from_thread,
+            # Called from login threads and tunnel supervisors alike: queue, never block.
+            notify=self.log_handler.pending.append,
+            secrets=self.secrets,
+            used_steps=self.used_steps,
+        )
+
     @work(thread=True, group="tunnels")
     def open_tunnel(self, alias: str, service: str | None, remote_port: int | None = None) -> None:
-        from bastionctl.tunnels import PortBook, build_spec, spec_key
+        from bastionctl.tunnels.spec import build_spec
 
         assert self.config is not None and self.manager is not None
         try:
-            spec = build_spec(self.config, alias, service, remote_port, None, None)
+            spec = build_spec(self.config, TunnelRequest(alias, service, remote_port))
             self._asking_for = spec.bastion.alias
             self.call_from_thread(
                 self.log_line, f"opening {spec.label} through {spec.bastion.alias}"
             )
-            tunnel = self.manager.open(spec)
-            PortBook().remember(spec_key(spec), tunnel.local_port, replace=spec.local_port_fixed)
+            tunnel = self.manager.open(spec, self.session())
         except LoginCancelled as exc:
             self.call_from_thread(self.say, exc.message, "warning")
             return
@@ -357,15 +388,13 @@ class BastionApp(App[None]):
 
     def on_tunnel_changed(self, message: TunnelChanged) -> None:
         event = message.event
-        self.log_line(f"tunnel {event.tunnel_id} {event.state.value}: {event.message}")
+        self.log_line(f"tunnel {event.tunnel} {event.state.value}: {event.message}")
         self.show_tunnels()
 
-    def own_tunnels(self) -> list[dict[str, Any]]:
-        from bastionctl.tunnels import describe
-
+    def own_tunnels(self) -> list[TunnelInfo]:
         if self.manager is None:
             return []
-        return [describe(t, os.getpid(), "tui") for t in self.manager.list()]
+        return [tunnel.info() for tunnel in self.manager.list()]
 
     def show_tunnels(self) -> None:
         for panel in self.query(TunnelPanel):
@@ -373,9 +402,14 @@ class BastionApp(App[None]):
 
     @work(thread=True, exclusive=True, group="others")
     def fetch_others(self) -> None:
-        from bastionctl.agent import all_tunnels
+        from bastionctl.tunnels.client import all_tunnels
 
-        others = [t for t in all_tunnels() if t["pid"] != os.getpid()]
+        own = self.manager.pid if self.manager is not None else None
+        try:
+            others = [t for t in all_tunnels() if t.id.pid != own]
+        except BastionctlError as exc:
+            self.call_from_thread(self.log_line, f"cannot list other tunnels: {exc}")
+            return
         self.call_from_thread(setattr, self, "others", others)
 
     def action_stop(self) -> None:
@@ -386,34 +420,59 @@ class BastionApp(App[None]):
         self.stop_tunnel(selected)
 
     @work(thread=True, group="tunnels")
-    def stop_tunnel(self, tunnel_id: str) -> None:
-        pid, _, number = tunnel_id.partition(".")
+    def stop_tunnel(self, tunnel_id: TunnelId) -> None:
         try:
-            if int(pid) == os.getpid() and self.manager is not None:
-                self.manager.close(int(number))
+            if self.manager is not None and tunnel_id.pid == self.manager.pid:
+                self.manager.close(tunnel_id)
             else:
-                from bastionctl.agent import stop_tunnels
+                from bastionctl.tunnels.client import stop_tunnels
 
                 stop_tunnels(tunnel_id)
                 self.fetch_others()
-        except (BastionctlError, KeyError, ValueError) as exc:
+        except BastionctlError as exc:
             self.call_from_thread(self.say, f"cannot stop {tunnel_id}: {exc}", "error")
             return
         self.call_from_thread(self.log_line, f"stopped tunnel {tunnel_id}")
 
-    def selected_tunnel(self) -> dict[str, Any] | None:
+    def selected_tunnel(self) -> TunnelInfo | None:
         selected = self.query_one(TunnelPanel).selected_id()
-        found = next((t for t in self.own_tunnels() + self.others if t["id"] == selected), None)
+        found = next((t for t in self.own_tunnels() + self.others if t.id == selected), None)
         if found is None:
             self.say("no tunnel selected", "warning")
         return found
+
+    def action_answer(self) -> None:
+        tunnel = self.selected_tunnel()
+        if tunnel is None:
+            return
+        if tunnel.state is not TunnelState.NEEDS_INPUT:
+            self.say(f"tunnel {tunnel.id} is {tunnel.state.value}: it waits for no answer")
+            return
+        self.answer_tunnel(tunnel.id)
+
+    @work(thread=True, group="tunnels")
+    def answer_tunnel(self, tunnel_id: TunnelId) -> None:
+        """The agent's waiting login asks here (the TOTP dialog); this window answers it."""
+        from bastionctl.tunnels.client import answer_tunnel
+
+        try:
+            info = answer_tunnel(
+                tunnel_id,
+                ask=self.ask_from_thread,
+                notify=lambda text: self.call_from_thread(self.log_line, text),
+            )
+        except BastionctlError as exc:
+            self.call_from_thread(self.say, f"tunnel {tunnel_id}: {exc}", "error")
+            return
+        self.call_from_thread(self.say, f"tunnel {info.id} is {info.state.value}")
+        self.fetch_others()
 
     def action_copy(self) -> None:
         tunnel = self.selected_tunnel()
         if tunnel is not None:
             # OSC 52: the terminal puts it on the clipboard, over ssh too.
-            self.copy_to_clipboard(tunnel["connection"])
-            self.say(f"copied {tunnel['connection']}")
+            self.copy_to_clipboard(tunnel.connection)
+            self.say(f"copied {tunnel.connection}")
 
     def action_launch(self) -> None:
         tunnel = self.selected_tunnel()
@@ -421,26 +480,20 @@ class BastionApp(App[None]):
             self.launch_client(tunnel)
 
     @work(thread=True, group="clients")
-    def launch_client(self, tunnel: dict[str, Any]) -> None:
-        from bastionctl import clients
-        from bastionctl.tunnels import build_spec
+    def launch_client(self, tunnel: TunnelInfo) -> None:
+        from bastionctl.tunnels import launch
 
-        assert self.config is not None
         try:
-            remote_port = int(str(tunnel["remote"]).rsplit(":", 1)[1])
-            spec = build_spec(
-                self.config, tunnel["host"], tunnel["service"], remote_port, None, None
-            )
-            command = clients.client_for(spec, int(tunnel["local_port"]))
+            command = launch.client_for(tunnel.service, tunnel.bind, tunnel.local_port)
             if command.terminal:
-                clients.check_installed(command)
-                self.call_from_thread(self.run_in_terminal, command, tunnel["connection"])
+                launch.check_installed(command)
+                self.call_from_thread(self.run_in_terminal, command, tunnel.connection)
                 return
-            clients.launch(command)
+            launch.launch(command)
         except BastionctlError as exc:
             self.call_from_thread(self.say, str(exc), "error")
             return
-        self.call_from_thread(self.say, f"started {command.argv[0]} for {tunnel['host']}")
+        self.call_from_thread(self.say, f"started {command.argv[0]} for {tunnel.host}")
 
     def run_in_terminal(self, command: Any, connection: str) -> None:
         """A terminal client (mysql, sqlcmd) gets the terminal until it exits; then we resume."""
@@ -448,7 +501,7 @@ class BastionApp(App[None]):
 
         from textual.app import SuspendNotSupported
 
-        from bastionctl.affinity import unpinned
+        from bastionctl.tunnels.affinity import unpinned
 
         try:
             with self.suspend(), unpinned():
@@ -585,34 +638,24 @@ class BastionApp(App[None]):
     @work(thread=True, group="tunnels")
     def detach_and_exit(self) -> None:
         """Each tunnel closes here and reopens in the agent on its port; then the TUI ends."""
-        from bastionctl.agent import open_detached
+        from bastionctl.tunnels.handover import hand_over
 
         assert self.manager is not None and self.config is not None
         failed = 0
-        for tunnel in self.manager.list():
-            spec = tunnel.spec
-            port = tunnel.local_port
-            self.manager.close(tunnel.id)
-            request = {
-                "config": str(self.config.path) if self.config.path else None,
-                "host": spec.host.alias,
-                "service": spec.service.name if spec.service else None,
-                "remote_port": None if spec.service else spec.remote_port,
-                "local_port": port,
-                "bind": spec.bind,
-                "allow_non_loopback": spec.bind not in ("127.0.0.1", "::1", "localhost"),
-            }
-            try:
-                summary = open_detached(
-                    request,
-                    ask=self.ask_from_thread,
-                    notify=lambda text: self.call_from_thread(self.log_line, text),
-                )
-            except BastionctlError as exc:
+        moves = hand_over(
+            self.manager,
+            self.config.path,
+            ask=self.ask_from_thread,
+            notify=lambda text: self.call_from_thread(self.log_line, text),
+        )
+        for moved in moves:
+            if moved.tunnel is None:
                 failed += 1
-                self.call_from_thread(self.say, f"{spec.label} could not move: {exc}", "error")
+                self.call_from_thread(
+                    self.say, f"{moved.label} could not move: {moved.error}", "error"
+                )
                 continue
-            self.call_from_thread(self.log_line, f"{spec.label} now runs as {summary['id']}")
+            self.call_from_thread(self.log_line, f"{moved.label} now runs as {moved.tunnel.id}")
         if failed:
             self.call_from_thread(self.say, f"{failed} tunnel(s) are closed; not quitting", "error")
             return

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from bastionctl.model import Bastion, Host, Inventory
+from bastionctl.tunnels.protocol import TunnelInfo
 
 
 @dataclass(frozen=True)
@@ -121,17 +121,17 @@ def uptime(started: float, now: float | None = None) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
-def tunnel_cells(info: dict[str, Any], now: float | None = None) -> tuple[str, ...]:
-    """One row of the tunnel panel from `tunnels.describe()` output."""
+def tunnel_cells(info: TunnelInfo, now: float | None = None) -> tuple[str, ...]:
+    """One row of the tunnel panel."""
     return (
-        str(info["id"]),
-        info["service"] or f"port {info['remote'].rsplit(':', 1)[1]}",
-        info["host"],
-        info["connection"],
-        info["state"],
-        uptime(info["started"], now),
-        size(info["bytes_in"]),
-        size(info["bytes_out"]),
-        str(info["connections"]),
-        info["last_error"] or "",
+        str(info.id),
+        info.service or f"port {info.remote_port}",
+        info.host,
+        info.connection,
+        info.state.value,
+        uptime(info.started, now),
+        size(info.bytes_in),
+        size(info.bytes_out),
+        str(info.connections),
+        info.waiting_for or info.last_error or "",
     )

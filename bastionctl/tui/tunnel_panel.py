@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from textual.widgets import DataTable
 
+from bastionctl.errors import UsageError
 from bastionctl.tui.rows import tunnel_cells
+from bastionctl.tunnels.protocol import TunnelId, TunnelInfo
 
 COLUMNS = ("id", "service", "host", "connect to", "state", "uptime", "in", "out", "conns", "error")
 
@@ -16,19 +16,23 @@ class TunnelPanel(DataTable[str]):
         self.cursor_type = "row"
         self.add_columns(*COLUMNS)
 
-    def show(self, infos: list[dict[str, Any]], now: float | None = None) -> None:
+    def show(self, infos: list[TunnelInfo], now: float | None = None) -> None:
         selected = self.selected_id()
         self.clear()
         for info in infos:
-            self.add_row(*tunnel_cells(info, now), key=str(info["id"]))
-        ids = [str(info["id"]) for info in infos]
+            self.add_row(*tunnel_cells(info, now), key=str(info.id))
+        ids = [info.id for info in infos]
         if selected in ids:
             self.move_cursor(row=ids.index(selected))
 
-    def selected_id(self) -> str | None:
+    def selected_id(self) -> TunnelId | None:
         if self.row_count == 0:
             return None
         try:
-            return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
-        except Exception:
+            key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        except Exception:  # the cursor is on no row
+            return None
+        try:
+            return TunnelId.parse(key) if key else None
+        except UsageError:
             return None

@@ -9,13 +9,13 @@ import threading
 import time
 from pathlib import Path
 
-import paramiko
 import pytest
 
 from bastionctl.lab import LabInfo
 from bastionctl.lab.standin import pattern
-from bastionctl.ssh.connect import WINDOW_SIZE
-from bastionctl.ssh.manager import ManagedTunnel, TunnelEvent, TunnelManager
+from bastionctl.ssh.datapath import WINDOW_SIZE
+from bastionctl.tunnels.manager import ManagedTunnel, TunnelManager
+from bastionctl.tunnels.protocol import TunnelEvent
 
 from .test_manager import manager_for
 
@@ -26,9 +26,9 @@ SOURCE = 9001  # the lab's pattern source on server-04
 
 def source_tunnel(lab: LabInfo, tmp_path: Path) -> tuple[TunnelManager, ManagedTunnel]:
     events: list[TunnelEvent] = []
-    manager, specs = manager_for(lab, tmp_path, events)
+    manager, specs, session = manager_for(lab, tmp_path, events)
     spec = dataclasses.replace(specs["rdp4"], remote_port=SOURCE, service=None)
-    return manager, manager.open(spec)
+    return manager, manager.open(spec, session)
 
 
 def read_all(conn: socket.socket, size: int) -> str:
@@ -67,20 +67,20 @@ def test_key_re_exchange_on_both_hops_mid_transfer(lab: LabInfo, tmp_path: Path)
     # while the window adjustments for the transfer keep flowing through them.
     size = 64 * MIB
     manager, tunnel = source_tunnel(lab, tmp_path)
-    bastion, host = tunnel._links()
-    transports: list[paramiko.Transport] = [bastion.get(), host.get()]
-    done = threading.Event()
-    rekeys = 0
-
-    def rekey() -> None:
-        nonlocal rekeys
-        while not done.is_set():
-            for transport in transports:
-                transport.renegotiate_keys()
-                rekeys += 1
-            time.sleep(0.05)
-
     with manager, socket.create_connection(("127.0.0.1", tunnel.local_port), timeout=60) as conn:
+        transports = [t for link in tunnel._links() if (t := link.transport) is not None]
+        assert len(transports) == 2
+        done = threading.Event()
+        rekeys = 0
+
+        def rekey() -> None:
+            nonlocal rekeys
+            while not done.is_set():
+                for transport in transports:
+                    transport.renegotiate_keys()
+                    rekeys += 1
+                time.sleep(0.05)
+
         thread = threading.Thread(target=rekey)
         conn.sendall(f"{size}\n".encode())
         thread.start()

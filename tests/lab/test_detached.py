@@ -15,7 +15,7 @@ import pytest
 
 from bastionctl.lab import LabInfo, restart_target_sshd
 from bastionctl.otp import parse_secret
-from bastionctl.ssh.manager import TunnelEvent, TunnelState
+from bastionctl.tunnels.protocol import TunnelEvent, TunnelState
 
 from .helpers import LogWatch, TunnelProcess, free_port, listening, run_cli
 from .test_manager import LabSecrets, children_of, manager_for, wait_for
@@ -150,12 +150,12 @@ def test_totp_rejected_during_reconnect_fails_after_one_attempt(
     lab: LabInfo, tmp_path: Path
 ) -> None:
     events: list[TunnelEvent] = []
-    manager, specs = manager_for(lab, tmp_path, events)
+    manager, specs, session = manager_for(lab, tmp_path, events)
     with manager:
-        tunnel = manager.open(specs["mssql3"])
+        tunnel = manager.open(specs["mssql3"], session)
         # The secret no longer matches the server's: the next login's code is wrong.
-        assert isinstance(manager.session.secrets, LabSecrets)
-        manager.session.secrets.secret = parse_secret(pyotp.random_base32())
+        assert isinstance(session.secrets, LabSecrets)
+        session.secrets.secret = parse_secret(pyotp.random_base32())
         watch = LogWatch(lab.bastion_sshd_log)
         sessions = children_of(lab.pids["server-01 sshd"])
         for pid in [*sessions, *(g for p in sessions for g in children_of(p))]:
@@ -174,10 +174,10 @@ def test_totp_rejected_during_reconnect_fails_after_one_attempt(
 
 def test_target_sshd_restart_recovers_with_no_new_totp(lab: LabInfo, tmp_path: Path) -> None:
     events: list[TunnelEvent] = []
-    manager, specs = manager_for(lab, tmp_path, events)
+    manager, specs, session = manager_for(lab, tmp_path, events)
     threads_before = threading.active_count()
     with manager:
-        tunnel = manager.open(specs["rdp4"])
+        tunnel = manager.open(specs["rdp4"], session)
         port = tunnel.local_port
         sent, got, _ = echo_roundtrip(port, 2 * MIB)
         assert got == sent
@@ -197,11 +197,11 @@ def test_bastion_link_down_for_20_s_then_back(lab: LabInfo, tmp_path: Path) -> N
     import subprocess
 
     events: list[TunnelEvent] = []
-    manager, specs = manager_for(lab, tmp_path, events)
+    manager, specs, session = manager_for(lab, tmp_path, events)
     threads_before = threading.active_count()
     link = f"{lab.name}-h0"
     with manager:
-        tunnel = manager.open(specs["mssql3"])
+        tunnel = manager.open(specs["mssql3"], session)
         port = tunnel.local_port
         sent, got, _ = echo_roundtrip(port, 4 * MIB)
         assert got == sent

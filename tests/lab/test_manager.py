@@ -13,7 +13,8 @@ from bastionctl.lab import LabInfo
 from bastionctl.model import TunnelSpec
 from bastionctl.otp import OtpSecret, SecretStore, UsedSteps, parse_secret
 from bastionctl.ssh.connect import Session
-from bastionctl.ssh.manager import TunnelEvent, TunnelManager, TunnelState
+from bastionctl.tunnels.manager import TunnelManager
+from bastionctl.tunnels.protocol import TunnelEvent, TunnelState
 
 from .helpers import LogWatch, free_port, write_config
 from .test_tunnel import echo_roundtrip
@@ -34,7 +35,7 @@ class LabSecrets(SecretStore):
 
 def manager_for(
     lab: LabInfo, tmp_path: Path, events: list[TunnelEvent]
-) -> tuple[TunnelManager, dict[str, TunnelSpec]]:
+) -> tuple[TunnelManager, dict[str, TunnelSpec], Session]:
     config = load_config(write_config(lab, tmp_path / "bulk.toml", bulk=True))
     settings = config.settings.__class__(
         known_hosts=config.settings.known_hosts, connect_timeout=5, keepalive_interval=1
@@ -62,7 +63,7 @@ def manager_for(
             local_port=free_port(),
             service=svc,
         )
-    return TunnelManager(session, events.append), specs
+    return TunnelManager(events.append, process="foreground"), specs, session
 
 
 def kinteractive_logins(watch: LogWatch) -> int:
@@ -71,14 +72,14 @@ def kinteractive_logins(watch: LogWatch) -> int:
 
 def test_three_tunnels_two_hosts_one_totp_login(lab: LabInfo, tmp_path: Path) -> None:
     events: list[TunnelEvent] = []
-    manager, specs = manager_for(lab, tmp_path, events)
+    manager, specs, session = manager_for(lab, tmp_path, events)
     watch = LogWatch(lab.bastion_sshd_log)
     with manager:
-        first = manager.open(specs["rdp4"])
+        first = manager.open(specs["rdp4"], session)
         timings = []
         for name in ("mssql4", "mssql3"):
             started = time.perf_counter()
-            manager.open(specs[name])
+            manager.open(specs[name], session)
             timings.append(time.perf_counter() - started)
         for tunnel in manager.list():
             sent, got, count = echo_roundtrip(tunnel.local_port, 4 * MIB)
@@ -119,10 +120,10 @@ def test_killed_bastion_session_reconnects_on_the_same_port(lab: LabInfo, tmp_pa
     import signal
 
     events: list[TunnelEvent] = []
-    manager, specs = manager_for(lab, tmp_path, events)
+    manager, specs, session = manager_for(lab, tmp_path, events)
     threads_before = threading.active_count()
     with manager:
-        tunnel = manager.open(specs["mssql3"])
+        tunnel = manager.open(specs["mssql3"], session)
         port = tunnel.local_port
         sent, got, _ = echo_roundtrip(port, 4 * MIB)
         assert got == sent

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from bastionctl.affinity import MARGIN, choose
+from bastionctl.tunnels.affinity import MARGIN, choose
 
 
 def test_stays_while_its_cpu_is_busy_mostly_with_itself() -> None:
@@ -34,7 +34,7 @@ def test_a_cpu_it_may_no_longer_use_is_left() -> None:
 KEEPER = textwrap.dedent(
     """
     import json, os, sys, threading, time
-    from bastionctl import affinity
+    from bastionctl.tunnels import affinity
     before = threading.Thread(target=time.sleep, args=(3,), daemon=True)
     before.start()
     keeper = affinity.CpuKeeper(interval=float(sys.argv[1]))
@@ -106,12 +106,12 @@ def test_bastionctl_cpu_any_leaves_placement_to_the_kernel() -> None:
 LAUNCH = textwrap.dedent(
     """
     import json, os, subprocess
-    from bastionctl import affinity, clients
+    from bastionctl.tunnels import affinity, launch
     before = sorted(os.sched_getaffinity(0))
     keeper = affinity.CpuKeeper()
     keeper.start()
-    command = clients.ClientCommand(["grep", "Cpus_allowed_list", "/proc/self/status"], "grep")
-    child = clients.launch(command)
+    command = launch.ClientCommand(["grep", "Cpus_allowed_list", "/proc/self/status"], "grep")
+    child = launch.launch(command)
     child.wait()
     with affinity.unpinned():
         inside = sorted(os.sched_getaffinity(0))

@@ -17,7 +17,9 @@ CORE = sorted(
 
 def test_core_modules_found() -> None:
     assert (
-        "bastionctl.ssh.manager" in CORE and "bastionctl.lab" in CORE and "bastionctl.cli" in CORE
+        "bastionctl.tunnels.manager" in CORE
+        and "bastionctl.lab" in CORE
+        and "bastionctl.cli" in CORE
     )
 
 
@@ -52,5 +54,5 @@ def test_cli_help_does_not_import_ssh_libraries() -> None:
 
 
 def test_the_ssh_core_does_not_import_invoke() -> None:
-    statement = "import bastionctl.ssh.manager, bastionctl.ssh.connect"
+    statement = "import bastionctl.tunnels.manager, bastionctl.ssh.connect"
     assert loaded_after(statement, ("invoke", "asyncio", "yaml")) == ""

@@ -3,13 +3,12 @@
 Each bastionctl process that holds tunnels listens on `<runtime>/tunnels/<name>.sock`. The
 socket is a privilege boundary (it leads to authenticated paths into a private network), so
 the directory is 0700, the socket 0600, and every peer's uid is checked with SO_PEERCRED.
-Messages are JSON, one object per line.
+What is said on it is in `protocol`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -17,14 +16,13 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from bastionctl import paths
-from bastionctl.errors import BastionctlError
+from bastionctl.errors import BastionctlError, ProtocolError
+from bastionctl.tunnels import protocol
+from bastionctl.tunnels.protocol import Failed, Message, Reply, Request
 
 log = logging.getLogger(__name__)
-Message = dict[str, Any]
-MAX_LINE = 1 << 20
 
 
 def sockets_dir() -> Path:
@@ -35,29 +33,27 @@ def agent_socket() -> Path:
     return sockets_dir() / "agent.sock"
 
 
+def process_socket(pid: int) -> Path:
+    """The control socket of a foreground tunnel or TUI process."""
+    return sockets_dir() / f"{pid}.sock"
+
+
 class Connection:
-    """A JSON-lines conversation over one Unix socket connection."""
+    """One control conversation over a Unix socket: typed messages, one per line."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._reader = sock.makefile("rb")
 
     def send(self, message: Message) -> None:
-        self.sock.sendall(json.dumps(message).encode() + b"\n")
+        self.sock.sendall(protocol.encode(message))
 
     def receive(self) -> Message | None:
-        line = self._reader.readline(MAX_LINE)
+        """The next message; None when the peer hung up. ProtocolError for a bad one."""
+        line = self._reader.readline(protocol.MAX_LINE)
         if not line:
             return None
-        try:
-            message = json.loads(line)
-        except ValueError:
-            raise BastionctlError(
-                "a bastionctl control socket sent something that is not JSON"
-            ) from None
-        if not isinstance(message, dict):
-            raise BastionctlError("a bastionctl control socket sent a malformed message")
-        return message
+        return protocol.decode(line)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -72,7 +68,7 @@ def peer_uid(sock: socket.socket) -> int:
     return int(uid)
 
 
-Handler = Callable[[Message, Connection], Message]
+Handler = Callable[[Request, Connection], Reply]
 
 
 class ControlServer:
@@ -111,16 +107,27 @@ class ControlServer:
     def _handle(self, client: socket.socket) -> None:
         conn = Connection(client)
         try:
-            if peer_uid(client) != os.getuid():
-                log.warning("refused a control connection from uid %s", peer_uid(client))
+            uid = peer_uid(client)
+            if uid != os.getuid():
+                log.warning("refused a control connection from uid %s", uid)
                 return
-            while (request := conn.receive()) is not None:
+            while True:
+                try:
+                    request = conn.receive()
+                except BastionctlError as exc:  # a message of another version or shape
+                    conn.send(Failed.from_error(exc))
+                    return
+                if request is None:
+                    return
+                if not isinstance(request, protocol.REQUESTS):
+                    conn.send(Failed.from_error(ProtocolError(f"{request.TYPE!r} is no request")))
+                    return
                 try:
                     reply = self.handler(request, conn)
                 except BastionctlError as exc:
-                    reply = error_reply(exc)
+                    reply = Failed.from_error(exc)
                 conn.send(reply)
-        except (OSError, BastionctlError):
+        except OSError:
             pass
         finally:
             conn.close()
@@ -136,28 +143,6 @@ class ControlServer:
             self.path.unlink()
 
 
-def error_reply(exc: BastionctlError) -> Message:
-    return {
-        "ok": False,
-        "error": exc.message,
-        "hint": exc.hint,
-        "exit": int(exc.exit_status),
-        "kind": type(exc).__name__,
-    }
-
-
-def raise_for(reply: Message) -> Message:
-    """Turn an error reply back into the error the serving process raised."""
-    if reply.get("ok"):
-        return reply
-    from bastionctl import errors
-
-    kind = getattr(errors, str(reply.get("kind")), errors.BastionctlError)
-    if not (isinstance(kind, type) and issubclass(kind, errors.BastionctlError)):
-        kind = errors.BastionctlError
-    raise kind(str(reply.get("error", "unknown error")), reply.get("hint"))
-
-
 def connect(path: Path, timeout: float | None = 10) -> Connection:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
@@ -169,16 +154,14 @@ def connect(path: Path, timeout: float | None = 10) -> Connection:
     return Connection(sock)
 
 
-def request(path: Path, message: Message, timeout: float = 10) -> Message:
+def request(path: Path, message: Request, timeout: float = 10) -> Message | None:
+    """One request and its reply (None: the process hung up)."""
     conn = connect(path, timeout)
     try:
         conn.send(message)
-        reply = conn.receive()
+        return conn.receive()
     finally:
         conn.close()
-    if reply is None:
-        raise BastionctlError(f"the bastionctl process behind {path.name} hung up")
-    return reply
 
 
 def live_sockets() -> Iterator[Path]:

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bastionctl.affinity import unpinned
 from bastionctl.atomic import write_atomic
 from bastionctl.errors import BastionctlError, UsageError
-from bastionctl.model import TunnelSpec
+from bastionctl.model import TunnelSpec, connection_host, hostport
+from bastionctl.tunnels.affinity import unpinned
 
 
 @dataclass(frozen=True)
@@ -23,9 +23,11 @@ class ClientCommand:
     terminal: bool = False
 
 
-def client_for(spec: TunnelSpec, port: int, extra: Sequence[str] = ()) -> ClientCommand:
-    service = spec.service.name if spec.service else None
-    host = spec.connection_host()
+def client_for(
+    service: str | None, bind: str, port: int, extra: Sequence[str] = ()
+) -> ClientCommand:
+    """The client for a tunnel of `service` listening on `bind`:`port`."""
+    host = connection_host(bind)
     if service == "mysql":
         # --protocol=TCP: with -h localhost the client would use its Unix socket instead.
         return ClientCommand(
@@ -38,7 +40,7 @@ def client_for(spec: TunnelSpec, port: int, extra: Sequence[str] = ()) -> Client
             ["sqlcmd", "-S", f"{host},{port}", *extra], "mssql-tools18", terminal=True
         )
     if service == "rdp":
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        address = hostport(host, port)
         if sys.platform == "darwin":
             return ClientCommand(["open", f"rdp://full%20address=s:{address}", *extra], "")
         if sys.platform == "win32":
@@ -47,7 +49,7 @@ def client_for(spec: TunnelSpec, port: int, extra: Sequence[str] = ()) -> Client
             if shutil.which(program):
                 return ClientCommand([program, f"/v:{address}", *extra], "freerdp2-x11")
         return ClientCommand(["xfreerdp", f"/v:{address}", *extra], "freerdp2-x11")
-    what = service or f"port {spec.remote_port}"
+    what = f"the {service} service" if service else "a tunnel to a port"
     raise UsageError(f"no client is known for {what}", "connect your client to the address shown")
 
 
@@ -69,8 +71,7 @@ def launch(command: ClientCommand) -> subprocess.Popen[bytes]:
 def write_rdp_file(path: Path, spec: TunnelSpec, port: int) -> None:
     if spec.service is None or spec.service.name != "rdp":
         raise UsageError("--rdp-file is for rdp tunnels")
-    host = spec.connection_host()
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    address = hostport(spec.connection_host(), port)
     lines = [
         f"full address:s:{address}",
         "prompt for credentials:i:1",

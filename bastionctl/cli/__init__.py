@@ -1,0 +1,52 @@
+"""The command line: parses, calls the core, prints. Heavy modules are imported late.
+
+One module per command group (hosts, tunnel, otp, export, doctor, lab) registers its commands
+on the group in `app`; `main` turns every error into one line on stderr and an exit status.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Sequence
+
+import click
+
+from bastionctl.cli import doctor, export, hosts, lab, otp, tunnel
+from bastionctl.cli.app import cli, err
+from bastionctl.errors import BastionctlError, ExitStatus
+
+__all__ = ["cli", "doctor", "export", "hosts", "lab", "main", "otp", "tunnel"]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        result = cli.main(args=args, prog_name="bastionctl", standalone_mode=False)
+        status = int(result) if isinstance(result, int) else ExitStatus.OK
+    except click.exceptions.Exit as exc:
+        status = exc.exit_code
+    except click.UsageError as exc:
+        exc.show()
+        status = ExitStatus.USAGE
+    except click.Abort:
+        err("bastionctl: interrupted")
+        status = ExitStatus.INTERRUPTED
+    except BastionctlError as exc:
+        if debug:
+            traceback.print_exc()
+        err(f"bastionctl: error: {exc}")
+        status = exc.exit_status
+    except KeyboardInterrupt:
+        err("bastionctl: interrupted")
+        status = ExitStatus.INTERRUPTED
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        err(
+            f"bastionctl: internal error: {type(exc).__name__}: {exc} "
+            "(run with --debug for the traceback and report it)"
+        )
+        status = ExitStatus.FAILURE
+    sys.exit(status)

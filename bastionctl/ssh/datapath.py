@@ -1,0 +1,144 @@
+"""How bytes move between sockets and SSH channels: the fast path, or the plain one.
+
+The fast path (ssh.deliver, ssh.wire, ssh.pipe) needs paramiko's private names (ssh.seam);
+the plain path uses the public API only, like paramiko's demos/forward.py. `install()` picks
+one for the process, once, when the tunnel manager starts:
+
+- `BASTIONCTL_DATA_PATH=plain` asks for the plain path (`fast`, or unset, for the fast one);
+- the fast path is taken only when `seam.problems()` finds every private name as expected;
+  otherwise one warning line says why and the plain path is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import paramiko
+
+from bastionctl.ssh import seam
+from bastionctl.ssh.deliver import SocketDelivery
+from bastionctl.ssh.wire import JumpSocket, ReadAhead, plain_jump_socket
+
+log = logging.getLogger(__name__)
+SETTING = "BASTIONCTL_DATA_PATH"
+CHUNK = 256 * 1024
+# Larger than paramiko's defaults: fewer window adjustments for bulk data (measured in bench/).
+WINDOW_SIZE = 2 * 1024 * 1024
+MAX_PACKET_SIZE = 32768
+
+# What a transport reads from and writes to: a socket, or something that behaves like one.
+SocketLike = socket.socket | ReadAhead
+Counted = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class DataPath:
+    name: str
+    fast: bool
+
+    def transport_socket(self, sock: socket.socket) -> SocketLike:
+        """What a transport to a bastion reads its TCP connection through."""
+        return ReadAhead(sock) if self.fast else sock
+
+    def jump_socket(self, channel: paramiko.Channel) -> SocketLike:
+        """What a transport to a target reads the bastion's channel through."""
+        return JumpSocket(channel) if self.fast else plain_jump_socket(channel)
+
+    def open_channel(
+        self,
+        transport: paramiko.Transport,
+        destination: tuple[str, int],
+        origin: tuple[str, int],
+        timeout: float,
+    ) -> paramiko.Channel:
+        """A `direct-tcpip` channel; raises paramiko.ChannelException when the server refuses."""
+
+        def open_it() -> paramiko.Channel:
+            return transport.open_channel(
+                "direct-tcpip",
+                destination,
+                origin,
+                window_size=WINDOW_SIZE,
+                max_packet_size=MAX_PACKET_SIZE,
+                timeout=timeout,
+            )
+
+        if not self.fast:
+            return open_it()
+        with seam.chunk_pipes():
+            return open_it()
+
+    def delivery(
+        self, channel: paramiko.Channel, client: socket.socket, counted: Counted
+    ) -> Delivery:
+        """What copies the channel's data into `client`; its run() returns at the channel's EOF."""
+        if not self.fast:
+            return PlainDelivery(channel, client, counted)
+        delivery = SocketDelivery(channel, client, counted)
+        delivery.start()
+        return delivery
+
+
+class Delivery(Protocol):
+    @property
+    def queued(self) -> int:
+        """Bytes received from the server that the client has not taken yet (held by us)."""
+
+    def run(self) -> None: ...
+
+
+class PlainDelivery:
+    """Channel to socket with `recv` and `sendall`; paramiko holds what the client has not taken."""
+
+    queued = 0
+
+    def __init__(self, channel: paramiko.Channel, client: socket.socket, counted: Counted) -> None:
+        self._channel = channel
+        self._client = client
+        self._counted = counted
+
+    def run(self) -> None:
+        while data := self._channel.recv(CHUNK):
+            self._client.sendall(data)
+            self._counted(len(data))
+
+
+FAST = DataPath("fast", fast=True)
+PLAIN = DataPath("plain", fast=False)
+_active: DataPath | None = None
+
+
+def install() -> DataPath:
+    """Choose this process's data path (once) and put what it needs in place."""
+    global _active
+    if _active is not None:
+        return _active
+    wanted = os.environ.get(SETTING, "fast") or "fast"
+    if wanted not in ("fast", "plain"):
+        log.warning("%s=%s is neither 'fast' nor 'plain'; using the fast path", SETTING, wanted)
+        wanted = "fast"
+    if wanted == "plain":
+        _active = PLAIN
+        return _active
+    problems = seam.problems()
+    if problems:
+        log.warning(
+            "paramiko %s no longer fits bastionctl's fast data path (%s); using the plain path",
+            paramiko.__version__,
+            ", ".join(problems),
+        )
+        _active = PLAIN
+        return _active
+    seam.install()
+    _active = FAST
+    return _active
+
+
+def active() -> DataPath:
+    """The installed path; the plain one where no tunnel manager chose (e.g. `doctor`)."""
+    return _active or PLAIN

@@ -1,0 +1,184 @@
+"""Every private paramiko name bastionctl uses, in one place, with a check that they still fit.
+
+The fast data path (ssh.deliver, ssh.wire, ssh.pipe) reaches past paramiko's public API: it
+swaps a channel's receive buffer, reopens the channel window itself and sends that message
+from the transport's own thread. paramiko makes no promise about these names, so:
+
+- nothing here changes paramiko when imported; `install()` does, and only the tunnel manager
+  calls it (through ssh.datapath), after `problems()` found every name as expected;
+- `problems()` checks each name and its shape (a test runs it against the installed paramiko,
+  and pyproject.toml pins paramiko to the versions it passed on);
+- when a name is missing or changed, ssh.datapath takes the plain path instead: public API
+  only (`Channel.recv`/`sendall`, like paramiko's demos/forward.py), slower but correct.
+
+paramiko itself is imported here with Invoke hidden: paramiko.config imports it only for
+`Match exec` in ssh config files, which bastionctl never has paramiko read, and Invoke (with
+asyncio, yaml and unittest.mock behind it) was half of paramiko's import time on the path of
+every cold tunnel. `sys.modules` is restored right after, so other code can still import it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+
+_ABSENT = object()
+
+
+@contextlib.contextmanager
+def _invoke_hidden() -> Iterator[None]:
+    saved = sys.modules.get("invoke", _ABSENT)
+    sys.modules["invoke"] = None  # type: ignore[assignment]  # "import invoke" fails
+    try:
+        yield
+    finally:
+        if saved is _ABSENT:
+            sys.modules.pop("invoke", None)
+        else:
+            sys.modules["invoke"] = saved  # type: ignore[assignment]
+
+
+with _invoke_hidden():
+    import paramiko
+    import paramiko.buffered_pipe
+    import paramiko.channel
+    from paramiko.common import cMSG_CHANNEL_WINDOW_ADJUST
+
+    from bastionctl.ssh.pipe import ChunkPipe, Redirect
+
+# paramiko's own receive buffer, kept for every channel bastionctl does not open itself.
+_BufferedPipe = paramiko.buffered_pipe.BufferedPipe
+_threads = threading.local()
+_installed = False
+
+
+def problems() -> list[str]:
+    """What of the seam no longer matches the installed paramiko; empty when all fits."""
+    found: list[str] = []
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            found.append(what)
+
+    pipe = getattr(paramiko.channel, "BufferedPipe", None)
+    need(pipe is _BufferedPipe or pipe is _new_pipe, "channel.BufferedPipe")
+    # ChunkPipe stands in for BufferedPipe: it must cover every method paramiko may call.
+    pipe_methods = {name for name in vars(_BufferedPipe) if not name.startswith("_")}
+    need(pipe_methods <= set(vars(ChunkPipe)), "BufferedPipe's methods")
+    need(_parameters(paramiko.Channel, "_check_add_window") == ["self", "n"], "_check_add_window")
+    need(_parameters(paramiko.Transport, "_send_message") == ["self", "data"], "_send_message")
+    need(
+        _parameters(paramiko.Transport, "_send_user_message") == ["self", "data"],
+        "_send_user_message",
+    )
+    channel = paramiko.Channel(0)
+    need(isinstance(getattr(channel, "in_buffer", None), _BufferedPipe), "Channel.in_buffer")
+    need(isinstance(getattr(channel, "remote_chanid", None), int), "Channel.remote_chanid")
+    near, far = socket.socketpair()
+    try:
+        transport = paramiko.Transport(near)  # never started: its attributes are all we read
+        lock = getattr(transport, "clear_to_send_lock", None)
+        need(callable(getattr(lock, "acquire", None)), "Transport.clear_to_send_lock")
+        event = getattr(transport, "clear_to_send", None)
+        need(isinstance(event, threading.Event), "Transport.clear_to_send")
+        timeout = getattr(transport, "auth_timeout", None)
+        need(isinstance(timeout, int | float), "Transport.auth_timeout")
+    finally:
+        near.close()
+        far.close()
+    return found
+
+
+def _parameters(cls: type, name: str) -> list[str] | None:
+    function = getattr(cls, name, None)
+    if not callable(function):
+        return None
+    return list(inspect.signature(function).parameters)
+
+
+def install() -> None:
+    """Channels opened inside `chunk_pipes()` buffer with ChunkPipe; every other stays as is.
+
+    paramiko creates a channel's buffer in the thread that calls open_channel(), so a
+    thread-local switch scopes the replacement to bastionctl's own channels.
+    """
+    global _installed
+    if not _installed:
+        paramiko.channel.BufferedPipe = _new_pipe  # type: ignore[attr-defined,assignment]
+        _installed = True
+
+
+def _new_pipe() -> object:
+    return ChunkPipe() if getattr(_threads, "chunk_pipes", False) else _BufferedPipe()
+
+
+@contextlib.contextmanager
+def chunk_pipes() -> Iterator[None]:
+    """Around open_channel(): that channel buffers with ChunkPipe (after `install()`)."""
+    if not _installed:
+        raise RuntimeError("ssh.seam.install() must run before chunk_pipes()")
+    _threads.chunk_pipes = True
+    try:
+        yield
+    finally:
+        _threads.chunk_pipes = False
+
+
+def redirect(channel: paramiko.Channel, target: Redirect) -> None:
+    """Hand the channel's received data (what it holds first) and its EOF to `target`."""
+    buffer = channel.in_buffer
+    if not isinstance(buffer, ChunkPipe):
+        raise TypeError("the channel was not opened inside ssh.seam.chunk_pipes()")
+    buffer.redirect(target)
+
+
+def consumed(channel: paramiko.Channel, count: int) -> int:
+    """`count` received bytes were taken: the window to reopen now (0: not yet worth it)."""
+    ack: int = channel._check_add_window(count)  # type: ignore[attr-defined]
+    return ack
+
+
+def reopen_now(channel: paramiko.Channel, ack: int) -> bool:
+    """Send a window adjustment from the transport's own thread, if that cannot block.
+
+    The transport thread must not wait for a key exchange, which only it can finish, nor for
+    a sender holding the transport: then the caller queues it for `reopen()` instead.
+    """
+    transport = channel.transport
+    if transport is None:
+        return True
+    lock = transport.clear_to_send_lock
+    if not lock.acquire(blocking=False):
+        return False
+    try:
+        if not transport.clear_to_send.is_set():
+            return False
+        transport._send_message(_adjustment(channel, ack))  # type: ignore[attr-defined]
+        return True
+    finally:
+        lock.release()
+
+
+def reopen(channel: paramiko.Channel, ack: int) -> None:
+    """Send a window adjustment from any thread but the transport's (may wait for a rekey)."""
+    transport = channel.transport
+    if transport is not None:
+        transport._send_user_message(_adjustment(channel, ack))  # type: ignore[attr-defined]
+
+
+def _adjustment(channel: paramiko.Channel, ack: int) -> paramiko.Message:
+    message = paramiko.Message()
+    message.add_byte(cMSG_CHANNEL_WINDOW_ADJUST)
+    message.add_int(channel.remote_chanid)
+    message.add_int(ack)
+    return message
+
+
+def set_auth_timeout(transport: paramiko.Transport, seconds: float) -> None:
+    """How long a login may take; paramiko's 30 s default is short for a person typing."""
+    if hasattr(transport, "auth_timeout"):
+        transport.auth_timeout = seconds

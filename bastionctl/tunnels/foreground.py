@@ -1,0 +1,142 @@
+"""A tunnel in the foreground of a terminal: up until Ctrl-C, SIGTERM, `tunnel stop` or its client.
+
+The process serves its control socket meanwhile, so `tunnel list` and `tunnel stop` in other
+terminals see its tunnel.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+from bastionctl.config import Settings
+from bastionctl.errors import BastionctlError, ConnectError
+from bastionctl.model import TunnelSpec, hostport
+from bastionctl.otp import SecretStore, UsedSteps
+from bastionctl.ssh.connect import Session
+from bastionctl.tunnels import control, launch
+from bastionctl.tunnels.affinity import CpuKeeper
+from bastionctl.tunnels.manager import TunnelManager
+from bastionctl.tunnels.protocol import TunnelEvent, TunnelState
+from bastionctl.tunnels.service import TunnelService
+
+Line = Callable[[str], None]
+Ask = Callable[[str, bool], str]
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _raise_terminated(_signum: int, _frame: FrameType | None) -> None:
+    raise _Terminated
+
+
+def start_client(
+    spec: TunnelSpec,
+    port: int,
+    launch_it: bool,
+    rdp_file: Path | None,
+    args: Sequence[str],
+    err: Line,
+) -> subprocess.Popen[bytes] | None:
+    """Write the .rdp file and start the client, as asked; a missing client is one line."""
+    if rdp_file is not None:
+        launch.write_rdp_file(rdp_file, spec, port)
+        err(f"bastionctl: wrote {rdp_file}")
+    if not launch_it:
+        return None
+    command = launch.client_for(spec.service.name if spec.service else None, spec.bind, port, args)
+    sys.stdout.flush()
+    try:
+        return launch.launch(command)
+    except BastionctlError as exc:
+        err(f"bastionctl: {exc}")
+        return None
+
+
+def run_foreground(
+    spec: TunnelSpec,
+    settings: Settings,
+    ask: Ask,
+    out: Line,
+    err: Line,
+    *,
+    launch_client: bool = False,
+    rdp_file: Path | None = None,
+    client_args: Sequence[str] = (),
+) -> int:
+    """Hold `spec` open until the person ends it; the exit status (the client's, if launched).
+
+    A tunnel that fails raises ConnectError with the reason.
+    """
+    reconnected = False
+
+    def on_event(event: TunnelEvent) -> None:
+        # The first "up" is the ready banner on stdout; later ones are recoveries.
+        noisy = (
+            TunnelState.CONNECTING,
+            TunnelState.RECONNECTING,
+            TunnelState.NEEDS_INPUT,
+            TunnelState.FAILED,
+        )
+        if event.state in noisy or (event.state is TunnelState.UP and reconnected):
+            err(f"bastionctl: {event.message}")
+
+    session = Session(
+        settings=settings,
+        ask=ask,
+        notify=lambda message: err(f"bastionctl: {message}"),
+        secrets=SecretStore(),
+        used_steps=UsedSteps(),
+    )
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    manager = TunnelManager(on_event, process="foreground")
+    keeper = CpuKeeper()
+    keeper.start()  # clients it launches start unpinned (launch.launch)
+    server = control.ControlServer(
+        control.process_socket(manager.pid), TunnelService(manager).handle
+    )
+    try:
+        server.start()
+        active = manager.open(spec, session)
+        reconnected = True
+        port = active.local_port
+        # Written before the banner: whoever waits for "connect with" finds the file.
+        start_client(spec, port, False, rdp_file, (), err)
+        out(f"Tunnel open: {spec.label} via {spec.bastion.alias}")
+        listening = " and ".join(hostport(a, port) for a in active.forwarder.addresses())
+        remote = hostport(spec.remote_host, spec.remote_port)
+        out(f"  listening on {listening} -> {remote} on {spec.host.alias}")
+        out(f"  connect with: {spec.connection_string(port)}")
+        out("Press Ctrl-C to close.")
+        sys.stdout.flush()
+        client = start_client(spec, port, launch_client, None, client_args, err)
+        try:
+            while active.state not in (TunnelState.FAILED, TunnelState.CLOSED):
+                if client is not None and client.poll() is not None:
+                    # The client was the point of this tunnel: its end is ours.
+                    out(f"Client exited with status {client.returncode}; tunnel closed.")
+                    return client.returncode
+                time.sleep(0.2)
+        except (KeyboardInterrupt, _Terminated):
+            pass
+        if active.state is TunnelState.FAILED:
+            raise ConnectError(f"tunnel {spec.label} failed: {active.last_error}")
+        if active.state is TunnelState.CLOSED:
+            out("Tunnel stopped by `bastionctl tunnel stop`.")
+        else:
+            out("Tunnel closed.")
+        return 0
+    except _Terminated:
+        raise KeyboardInterrupt from None
+    finally:
+        manager.close_all()
+        server.close()
+        keeper.stop()
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,468 @@
+"""Many tunnels over few logins: one authenticated transport per bastion, one per target.
+
+Every tunnel through a bastion shares its transport, so the second tunnel of the day costs
+no TOTP code. A dead transport is noticed by keepalive probes and rebuilt with capped,
+jittered backoff while the local listeners stay bound; a login the server rejects is not
+retried, and the tunnels that need it end `failed` with the reason.
+
+Each tunnel belongs to the session of the front end that opened it: its prompts go there and
+nowhere else. When a login asks something and that front end has gone (a `--detach` command
+that has ended), the tunnel waits in `needs-input`, its port still bound, until a front end
+answers (`answer()`) or another tunnel's login brings the transport it waits for back.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from bastionctl.errors import (
+    AuthError,
+    BastionctlError,
+    ConnectError,
+    HostKeyError,
+    LoginCancelled,
+    NeedsInput,
+    PortInUseError,
+    UsageError,
+)
+from bastionctl.model import Bastion, Host, TunnelSpec
+from bastionctl.ssh import datapath
+from bastionctl.ssh.connect import Session, connect_bastion, connect_through, probe
+from bastionctl.ssh.forward import LocalForwarder, open_direct
+from bastionctl.tunnels.ports import PortBook
+from bastionctl.tunnels.protocol import TunnelEvent, TunnelId, TunnelInfo, TunnelState
+from bastionctl.tunnels.spec import spec_key
+
+if TYPE_CHECKING:
+    # Imported by bastionctl.ssh first, where paramiko is loaded without Invoke (ssh.seam).
+    import paramiko
+
+log = logging.getLogger(__name__)
+
+BACKOFF_START = 0.5
+BACKOFF_CAP = 8.0
+# How many ports after the remembered/default one to try when it is taken.
+PORT_TRIES = 20
+
+EventCallback = Callable[[TunnelEvent], None]
+
+
+class _Link:
+    """One transport that is rebuilt on demand; a rejected login is remembered, not retried."""
+
+    def __init__(
+        self,
+        name: str,
+        connect: Callable[[Session], paramiko.Transport],
+        on_login: Callable[[], None],
+    ) -> None:
+        self.name = name
+        self._connect = connect
+        self._on_login = on_login
+        self._lock = threading.Lock()
+        self.transport: paramiko.Transport | None = None
+        self.fatal: BastionctlError | None = None
+        self.logins = 0
+
+    def get(self, session: Session) -> paramiko.Transport:
+        """The live transport, logging in with `session` (its front end's prompts) if needed."""
+        with self._lock:
+            if self.transport is not None and self.transport.is_active():
+                return self.transport
+            if self.fatal is not None:
+                raise self.fatal
+            try:
+                self.transport = self._connect(session)
+            except LoginCancelled:
+                raise  # a person's decision, or nobody there: not the server's verdict
+            except (AuthError, HostKeyError) as exc:
+                # Retrying would burn codes and feed fail2ban; a person has to look.
+                self.fatal = exc
+                raise
+            self.logins += 1
+            transport = self.transport
+        self._on_login()
+        return transport
+
+    def allow_retry(self) -> None:
+        """A person asked again: the remembered rejection no longer blocks a login."""
+        self.fatal = None
+
+    def alive(self) -> bool:
+        transport = self.transport
+        return transport is not None and transport.is_active()
+
+    def drop(self) -> None:
+        with self._lock:
+            transport, self.transport = self.transport, None
+        if transport is not None:
+            transport.close()
+
+
+class ManagedTunnel:
+    def __init__(
+        self, manager: TunnelManager, tunnel_id: TunnelId, spec: TunnelSpec, session: Session
+    ) -> None:
+        self.manager = manager
+        self.id = tunnel_id
+        self.spec = spec
+        # The front end this tunnel's prompts go to; replaced when another one answers.
+        self.session = session
+        self.state = TunnelState.CONNECTING
+        self.started = time.time()
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.errors = 0
+        self.waiting_for: str | None = None
+        self.forwarder = LocalForwarder(
+            spec.bind, spec.local_port, self._open_channel, manager.data_path, self._failed_forward
+        )
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._changed = threading.Condition()
+        self._attempts = 0
+        self._waiting_on: _Link | None = None
+        self._supervisor: threading.Thread | None = None
+
+    @property
+    def local_port(self) -> int:
+        return self.forwarder.port
+
+    def info(self) -> TunnelInfo:
+        spec = self.spec
+        return TunnelInfo(
+            id=self.id,
+            process=self.manager.process,
+            service=spec.service.name if spec.service else None,
+            host=spec.host.alias,
+            bastion=spec.bastion.alias,
+            remote_host=spec.remote_host,
+            remote_port=spec.remote_port,
+            bind=spec.bind,
+            local_port=self.local_port,
+            connection=spec.connection_string(self.local_port),
+            state=self.state,
+            started=self.started,
+            bytes_in=self.forwarder.bytes_in,
+            bytes_out=self.forwarder.bytes_out,
+            connections=self.forwarder.active,
+            last_error=self.last_error,
+            last_error_at=self.last_error_at,
+            errors=self.errors,
+            waiting_for=self.waiting_for,
+        )
+
+    def _set(self, state: TunnelState, message: str) -> None:
+        with self._changed:
+            self.state = state
+            if state is TunnelState.FAILED:
+                self._record(message)
+            self._changed.notify_all()
+        self.manager._emit(TunnelEvent(self.id, state, message))
+
+    def _record(self, message: str) -> None:
+        self.last_error = message
+        self.last_error_at = time.time()
+
+    def _failed_forward(self, message: str) -> None:
+        """A connection to the local port could not be carried: counted and kept as the error."""
+        with self._changed:
+            self.errors += 1
+            self._record(message)
+
+    def _links(self) -> tuple[_Link, _Link]:
+        return self.manager._bastion_link(self.spec.bastion), self.manager._host_link(
+            self.spec.bastion, self.spec.host
+        )
+
+    def _connect(self) -> None:
+        for link in self._links():
+            try:
+                link.get(self.session)
+            except LoginCancelled as exc:
+                self._waiting_on = link
+                prompt = exc.prompt if isinstance(exc, NeedsInput) else "a declined prompt"
+                self.waiting_for = f"the login to {link.name}: {prompt}"
+                raise
+
+    def _open_channel(self, origin: tuple[str, int]) -> paramiko.Channel:
+        spec = self.spec
+        if self.state is not TunnelState.UP:
+            raise ConnectError(f"{spec.label} is {self.state.value}; connection refused")
+        _bastion, host = self._links()
+        return open_direct(
+            host.get(self.session),
+            self.manager.data_path,
+            spec.host.alias,
+            (spec.remote_host, spec.remote_port),
+            origin,
+            self.session.settings.connect_timeout,
+        )
+
+    def _listen(self) -> None:
+        first = self.spec.local_port
+        tries = 1 if self.spec.local_port_fixed or first == 0 else PORT_TRIES
+        for offset in range(tries):
+            if first + offset > 65535:
+                break
+            self.forwarder.requested_port = first + offset
+            try:
+                self.forwarder.listen()
+            except PortInUseError:
+                if tries == 1:
+                    raise
+                continue
+            if offset:
+                self.manager._emit(
+                    TunnelEvent(
+                        self.id,
+                        TunnelState.CONNECTING,
+                        f"local port {first} is in use; using {self.local_port} instead",
+                    )
+                )
+            return
+        raise PortInUseError(
+            f"local ports {first}-{first + tries - 1} are all in use on {self.spec.bind}",
+            "choose one with --local-port",
+        )
+
+    def start(self) -> None:
+        self._listen()
+        for link in self._links():
+            link.allow_retry()
+        try:
+            self._connect()
+        except BaseException as exc:
+            self.forwarder.close()
+            reason = exc.message if isinstance(exc, BastionctlError) else str(exc)
+            # A login the person cancelled (or left unanswered) is a decision, not a failure.
+            cancelled = isinstance(exc, LoginCancelled)
+            self._set(TunnelState.CLOSED if cancelled else TunnelState.FAILED, reason)
+            raise
+        self.forwarder.start()
+        self._set(TunnelState.UP, f"{self.spec.label} on {self.spec.bind}:{self.local_port}")
+        self._supervisor = threading.Thread(
+            target=self._supervise, name=f"tunnel-{self.id}", daemon=True
+        )
+        self._supervisor.start()
+
+    def _supervise(self) -> None:
+        interval = float(self.session.settings.keepalive_interval)
+        while not self._stop.is_set():
+            if self.state is TunnelState.UP:
+                if self._stop.wait(interval) or self._healthy(interval):
+                    continue
+                self._recover(f"the path to {self.spec.host.alias} was lost")
+            elif self.state is TunnelState.NEEDS_INPUT:
+                answered = self._wake.wait(interval)
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
+                waiting_on = self._waiting_on
+                if answered or (waiting_on is not None and waiting_on.alive()):
+                    self._recover(f"logging in again for {self.spec.label}")
+            else:
+                return
+
+    def _healthy(self, interval: float) -> bool:
+        """Probe both hops; drop the transports that no longer answer."""
+        bastion, host = self._links()
+        transport = host.transport
+        if bastion.alive() and host.alive() and transport and probe(transport, interval):
+            return True
+        bastion_dead = not bastion.alive() or (
+            bastion.transport is not None and not probe(bastion.transport, interval)
+        )
+        if bastion_dead:
+            bastion.drop()
+        host.drop()
+        return False
+
+    def _recover(self, why: str) -> None:
+        """Log in again until the tunnel is up, waits for input, fails or is closed."""
+        self._set(TunnelState.RECONNECTING, why)
+        delay = BACKOFF_START
+        while not self._stop.is_set():
+            try:
+                self._connect()
+            except LoginCancelled as exc:
+                # Nobody was there to answer, or the person declined this time: either way
+                # nothing was sent, and a front end may still answer later.
+                self._attempted()
+                self._set(TunnelState.NEEDS_INPUT, str(exc))
+                return
+            except (AuthError, HostKeyError) as exc:
+                self._attempted()
+                self._set(TunnelState.FAILED, exc.message)
+                self.forwarder.close()
+                return
+            except BastionctlError as exc:
+                self._attempted()
+                self._record(exc.message)
+                wait = min(BACKOFF_CAP, delay) * random.uniform(0.8, 1.2)
+                log.info("%s: %s; retrying in %.1f s", self.spec.label, exc.message, wait)
+                if self._stop.wait(wait):
+                    return
+                delay *= 2
+                continue
+            self.waiting_for = None
+            self._waiting_on = None
+            self._attempted()
+            self._set(TunnelState.UP, f"{self.spec.label} is back on port {self.local_port}")
+            return
+
+    def _attempted(self) -> None:
+        with self._changed:
+            self._attempts += 1
+            self._changed.notify_all()
+
+    def answer(self, session: Session) -> None:
+        """`session`'s front end answers the login this tunnel waits on.
+
+        Returns once that login attempt is over (the tunnel is up, failed, or waits again).
+        """
+        with self._changed:
+            if self.state is not TunnelState.NEEDS_INPUT:
+                raise UsageError(
+                    f"tunnel {self.id} is {self.state.value}: it waits for no answer",
+                    "see `bastionctl tunnel list`",
+                )
+            self.session = session
+            for link in self._links():
+                link.allow_retry()  # a person is here to answer again
+            attempts = self._attempts
+            self._wake.set()
+            while self._attempts == attempts and not self._stop.is_set():
+                self._changed.wait()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        with self._changed:
+            self._changed.notify_all()
+        self.forwarder.close()
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join(timeout=5)
+        self._set(TunnelState.CLOSED, self.spec.label)
+
+
+class TunnelManager:
+    """Opens and tracks the tunnels of one process; the CLI, the TUI and the agent share it.
+
+    `process` names the process in tunnel lists: agent, foreground or tui. Creating a manager
+    chooses the process's data path (ssh.datapath), the one thing it changes beyond itself.
+    """
+
+    def __init__(self, on_event: EventCallback | None = None, *, process: str) -> None:
+        self.process = process
+        self.pid = os.getpid()
+        self.on_event = on_event or (lambda _event: None)
+        self.data_path = datapath.install()
+        self._lock = threading.Lock()
+        self._numbers = itertools.count(1)
+        self._tunnels: dict[int, ManagedTunnel] = {}
+        self._bastions: dict[str, _Link] = {}
+        self._hosts: dict[tuple[str, str], _Link] = {}
+
+    def _emit(self, event: TunnelEvent) -> None:
+        log.info("tunnel %s %s: %s", event.tunnel, event.state.value, event.message)
+        self.on_event(event)
+
+    def _bastion_link(self, bastion: Bastion) -> _Link:
+        with self._lock:
+            link = self._bastions.get(bastion.alias)
+            if link is None:
+                link = _Link(
+                    bastion.alias,
+                    lambda session: connect_bastion(bastion, session),
+                    self._logged_in,
+                )
+                self._bastions[bastion.alias] = link
+            return link
+
+    def _host_link(self, bastion: Bastion, host: Host) -> _Link:
+        key = (bastion.alias, host.alias)
+        with self._lock:
+            link = self._hosts.get(key)
+            if link is None:
+                link = _Link(
+                    host.alias,
+                    lambda session: connect_through(
+                        self._bastion_link(bastion).get(session), bastion, host, session
+                    ),
+                    self._logged_in,
+                )
+                self._hosts[key] = link
+            return link
+
+    def _logged_in(self) -> None:
+        """A transport came up: tunnels waiting for it need no answer any more."""
+        for tunnel in self.list():
+            waiting_on = tunnel._waiting_on
+            if tunnel.state is TunnelState.NEEDS_INPUT and waiting_on and waiting_on.alive():
+                tunnel._wake.set()
+
+    def bastion_logins(self, alias: str) -> int:
+        link = self._bastions.get(alias)
+        return link.logins if link else 0
+
+    def open(self, spec: TunnelSpec, session: Session) -> ManagedTunnel:
+        """Listen, log in (prompts go to `session`'s front end), forward; remember the port."""
+        tunnel = ManagedTunnel(self, TunnelId(self.pid, next(self._numbers)), spec, session)
+        with self._lock:
+            self._tunnels[tunnel.id.number] = tunnel
+        try:
+            tunnel.start()
+        except BaseException:
+            with self._lock:
+                self._tunnels.pop(tunnel.id.number, None)
+            raise
+        # A port the user chose becomes the stable one; a collision's stand-in does not.
+        PortBook().remember(spec_key(spec), tunnel.local_port, replace=spec.local_port_fixed)
+        return tunnel
+
+    def get(self, tunnel_id: TunnelId) -> ManagedTunnel:
+        with self._lock:
+            tunnel = self._tunnels.get(tunnel_id.number) if tunnel_id.pid == self.pid else None
+        if tunnel is None:
+            raise UsageError(f"no tunnel with id {tunnel_id}", "see `bastionctl tunnel list`")
+        return tunnel
+
+    def list(self) -> list[ManagedTunnel]:
+        with self._lock:
+            return sorted(self._tunnels.values(), key=lambda t: t.id)
+
+    def close(self, tunnel_id: TunnelId) -> None:
+        tunnel = self.get(tunnel_id)
+        with self._lock:
+            self._tunnels.pop(tunnel_id.number, None)
+        tunnel.close()
+        self._drop_unused()
+
+    def close_all(self) -> None:
+        for tunnel in self.list():
+            self.close(tunnel.id)
+        for link in [*self._hosts.values(), *self._bastions.values()]:
+            link.drop()
+
+    def _drop_unused(self) -> None:
+        with self._lock:
+            used_hosts = {(t.spec.bastion.alias, t.spec.host.alias) for t in self._tunnels.values()}
+            used_bastions = {b for b, _ in used_hosts}
+            idle = [link for key, link in self._hosts.items() if key not in used_hosts]
+            idle += [link for key, link in self._bastions.items() if key not in used_bastions]
+        for link in idle:
+            link.drop()
+
+    def __enter__(self) -> TunnelManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_all()

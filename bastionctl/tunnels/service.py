@@ -1,0 +1,153 @@
+"""A process's tunnels served on its control socket: list and stop everywhere, open in the agent.
+
+Each request gets its own session: the prompts of a login made for it go back over that
+request's connection, to the front end that asked, and nowhere else. Once the request has been
+answered that front end is gone for the tunnel; a later prompt (a reconnect without a stored
+TOTP secret) leaves the tunnel in needs-input until a front end answers it (AnswerTunnel).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from pathlib import Path
+
+from bastionctl.config import Settings
+from bastionctl.errors import BastionctlError, LoginCancelled, NeedsInput, UsageError
+from bastionctl.otp import SecretStore, UsedSteps
+from bastionctl.ssh.connect import Session
+from bastionctl.tunnels.control import Connection
+from bastionctl.tunnels.manager import TunnelManager
+from bastionctl.tunnels.protocol import (
+    Answer,
+    Listed,
+    ListTunnels,
+    Notice,
+    Opened,
+    OpenTunnel,
+    Prompt,
+    Reply,
+    Request,
+    Stopped,
+    StopTunnels,
+    TunnelRequest,
+)
+
+log = logging.getLogger(__name__)
+
+
+class FrontEnd:
+    """The front end behind one request: it is asked and told things until it leaves."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        # One question at a time on the connection; leave() waits for the one under way.
+        self._lock = threading.Lock()
+        self._gone = False
+
+    def ask(self, prompt: str, echo: bool) -> str:
+        with self._lock:
+            if self._gone:
+                raise NeedsInput(prompt)
+            try:
+                self._conn.send(Prompt(prompt, echo))
+                reply = self._conn.receive()
+            except (OSError, BastionctlError):
+                reply = None
+            if not isinstance(reply, Answer):
+                self._gone = True
+                raise NeedsInput(prompt)
+            if reply.text is None:
+                raise LoginCancelled(f"the answer to {prompt!r} was declined")
+            return reply.text
+
+    def notify(self, text: str) -> None:
+        log.info("%s", text)
+        with self._lock:
+            if self._gone:
+                return
+            try:
+                self._conn.send(Notice(text))
+            except OSError:
+                self._gone = True
+
+    def leave(self) -> None:
+        """The request is answered: nothing more goes to this front end."""
+        with self._lock:
+            self._gone = True
+
+
+class TunnelService:
+    """Answers the control requests for one process's TunnelManager.
+
+    Every process lists and stops its tunnels; only the agent (`can_open`) opens tunnels for
+    other processes and takes answers for its waiting ones.
+    """
+
+    def __init__(
+        self,
+        manager: TunnelManager,
+        *,
+        can_open: bool = False,
+        secrets: SecretStore | None = None,
+        used_steps: UsedSteps | None = None,
+    ) -> None:
+        self.manager = manager
+        self.can_open = can_open
+        self.secrets = secrets if secrets is not None else SecretStore()
+        self.used_steps = used_steps or UsedSteps()
+        self.last_activity = time.monotonic()
+        self.busy = 0
+        self._busy_lock = threading.Lock()
+
+    def handle(self, request: Request, conn: Connection) -> Reply:
+        self.last_activity = time.monotonic()
+        if isinstance(request, ListTunnels):
+            infos = tuple(tunnel.info() for tunnel in self.manager.list())
+            return Listed(self.manager.pid, self.manager.process, infos)
+        if isinstance(request, StopTunnels):
+            wanted = [self.manager.get(request.tunnel)] if request.tunnel else self.manager.list()
+            for tunnel in wanted:
+                self.manager.close(tunnel.id)
+            return Stopped(tuple(tunnel.id for tunnel in wanted))
+        if not self.can_open:
+            raise UsageError(
+                f"this bastionctl process ({self.manager.process}) opens no tunnels for others"
+            )
+        with self._busy_lock:
+            self.busy += 1
+        front = FrontEnd(conn)
+        try:
+            if isinstance(request, OpenTunnel):
+                return self._open(request.request, front)
+            tunnel = self.manager.get(request.tunnel)
+            tunnel.answer(dataclasses.replace(tunnel.session, ask=front.ask, notify=front.notify))
+            return Opened(tunnel.info())
+        finally:
+            front.leave()
+            with self._busy_lock:
+                self.busy -= 1
+            self.last_activity = time.monotonic()
+
+    def _open(self, request: TunnelRequest, front: FrontEnd) -> Opened:
+        from bastionctl.config import load_config
+        from bastionctl.inventory.load import load_inventory
+        from bastionctl.tunnels.spec import build_spec
+
+        config_path = Path(request.config) if request.config else None
+        config = load_inventory(load_config(config_path)).config
+        spec = build_spec(config, request)
+        tunnel = self.manager.open(spec, self.session(config.settings, front))
+        return Opened(tunnel.info())
+
+    def session(self, settings: Settings, front: FrontEnd) -> Session:
+        """A login context whose prompts reach `front` only; secrets are the process's."""
+        return Session(
+            settings=settings,
+            ask=front.ask,
+            notify=front.notify,
+            secrets=self.secrets,
+            used_steps=self.used_steps,
+        )

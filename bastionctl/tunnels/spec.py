@@ -1,0 +1,81 @@
+"""From a request (host, service, ports) to a TunnelSpec."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from bastionctl.config import Config
+from bastionctl.errors import UsageError
+from bastionctl.model import Host, TunnelSpec
+from bastionctl.tunnels.ports import PortBook
+from bastionctl.tunnels.protocol import TunnelRequest
+
+RAW_PORT_BASE = 50000
+
+
+def find_host(config: Config, alias: str) -> Host:
+    inventory = config.inventory
+    if alias in inventory.hosts:
+        return inventory.hosts[alias]
+    if alias in inventory.bastions:
+        raise UsageError(
+            f"{alias} is a bastion; tunnels go to a host behind it",
+            f"hosts: {', '.join(sorted(inventory.hosts)) or 'none'}",
+        )
+    names = sorted(inventory.hosts)
+    hint = f"valid hosts: {', '.join(names)}" if names else "the inventory has no hosts"
+    raise UsageError(f"unknown host '{alias}'", hint)
+
+
+def check_bind(bind: str, allow_non_loopback: bool) -> str:
+    if bind == "localhost":
+        return bind
+    try:
+        address = ipaddress.ip_address(bind)
+    except ValueError:
+        raise UsageError(f"--bind {bind!r} is not an IP address") from None
+    if not address.is_loopback and not allow_non_loopback:
+        raise UsageError(
+            f"--bind {bind} would expose the tunnel beyond this machine",
+            "add --allow-non-loopback if that is really wanted",
+        )
+    return str(address)
+
+
+def build_spec(config: Config, request: TunnelRequest) -> TunnelSpec:
+    """Everything checked (host, service, bind) before any process is started or login made."""
+    service = config.services.get(request.service) if request.service else None
+    host = find_host(config, request.host)
+    port = service.remote_port if service else request.remote_port
+    if port is None:
+        raise UsageError("a raw tunnel needs REMOTE_PORT")
+    local_port = request.local_port
+    if local_port is None:
+        key = port_key(host.alias, service.name if service else f"port-{port}")
+        local_port = PortBook().get(key) or (
+            service.local_port if service else default_raw_local_port(port)
+        )
+    return TunnelSpec(
+        host=host,
+        bastion=config.inventory.bastion_for(host),
+        remote_port=port,
+        local_port=local_port,
+        bind=check_bind(request.bind or config.settings.bind, request.allow_non_loopback),
+        service=service,
+        local_port_fixed=request.local_port is not None,
+    )
+
+
+def default_raw_local_port(remote_port: int) -> int:
+    """The seed's scheme (3389 -> 53389) where it fits; the OS picks otherwise."""
+    return RAW_PORT_BASE + remote_port if remote_port <= 65535 - RAW_PORT_BASE else 0
+
+
+def port_key(host: str, service: str) -> str:
+    return f"{host}/{service}"
+
+
+def spec_key(spec: TunnelSpec) -> str:
+    return port_key(
+        spec.host.alias, spec.service.name if spec.service else f"port-{spec.remote_port}"
+    )
