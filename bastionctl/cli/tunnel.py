@@ -162,6 +162,7 @@ def run_tunnel(
     client_args: tuple[str, ...],
 ) -> None:
     from bastionctl.prompting import terminal_ask
+    from bastionctl.tunnels.launch import check_options
     from bastionctl.tunnels.protocol import TunnelRequest
     from bastionctl.tunnels.spec import build_spec
 
@@ -179,8 +180,9 @@ def run_tunnel(
         allow_non_loopback=allow_non_loopback,
         config=str(config.path) if config.path else None,
     )
-    # Validates everything (host, service, bind) here, before any process or login.
+    # Validates everything (host, service, bind, client options) before any process or login.
     spec = build_spec(config, request)
+    check_options(spec, launch, rdp_file, client_args)
     if not is_loopback(spec.bind):
         err(f"bastionctl: warning: the tunnel listens on {spec.bind}, reachable beyond loopback")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import weakref
 from dataclasses import dataclass, field
 
 import paramiko
@@ -15,11 +16,14 @@ from bastionctl.model import Bastion, Endpoint, Host, hostport
 from bastionctl.otp import Notify, SecretStore, TotpSource, UsedSteps
 from bastionctl.ssh import datapath, seam
 from bastionctl.ssh.auth import Asker, PromptAnswerer, authenticate, load_identity
-from bastionctl.ssh.datapath import MAX_PACKET_SIZE, WINDOW_SIZE, SocketLike
+from bastionctl.ssh.datapath import MAX_PACKET_SIZE, WINDOW_SIZE
 from bastionctl.ssh.forward import ChannelRefused, open_direct
 from bastionctl.ssh.hostkeys import KnownHosts
+from bastionctl.ssh.wire import ReadAhead
 
 log = logging.getLogger(__name__)
+# What each logged-in transport reads through, for `responsive()`.
+_wires: weakref.WeakKeyDictionary[paramiko.Transport, ReadAhead] = weakref.WeakKeyDictionary()
 
 # Faster than paramiko's default order (aes-ctr first) on the same hardware.
 PREFERRED_CIPHERS = (
@@ -102,6 +106,16 @@ def connect_through(
     return _login(path.jump_socket(channel), host, session, host.alias)
 
 
+def responsive(transport: paramiko.Transport, timeout: float) -> bool:
+    """Whether the server is still there: a keepalive answered within `timeout`, or data
+    arriving meanwhile (on a busy link the answer waits behind up to a window of data)."""
+    wire = _wires.get(transport)
+    before = wire.received if wire is not None else None
+    if probe(transport, timeout):
+        return True
+    return wire is not None and wire.received != before
+
+
 def probe(transport: paramiko.Transport, timeout: float) -> bool:
     """A keepalive that expects an answer; paramiko's own keepalive never notices silence."""
     answered = threading.Event()
@@ -117,7 +131,7 @@ def probe(transport: paramiko.Transport, timeout: float) -> bool:
     return answered.wait(timeout)
 
 
-def _login(sock: SocketLike, endpoint: Endpoint, session: Session, what: str) -> paramiko.Transport:
+def _login(sock: ReadAhead, endpoint: Endpoint, session: Session, what: str) -> paramiko.Transport:
     transport = paramiko.Transport(
         sock,  # type: ignore[arg-type]  # socket-like, as paramiko allows
         default_window_size=WINDOW_SIZE,
@@ -126,22 +140,29 @@ def _login(sock: SocketLike, endpoint: Endpoint, session: Session, what: str) ->
     try:
         _tune(transport, endpoint, session)
         seam.set_auth_timeout(transport, AUTH_TIMEOUT)
+        where = hostport(endpoint.connect_host, endpoint.port)
+        timeout = session.settings.connect_timeout
         try:
-            transport.start_client(timeout=session.settings.connect_timeout)
+            transport.start_client(timeout=timeout)
+            # start_client() returns quietly when the timeout passes mid-handshake; the
+            # server's key is there only once the key exchange is done.
+            server_key = transport.get_remote_server_key()
         except (paramiko.SSHException, EOFError, OSError) as exc:
+            if transport.is_active():
+                raise ConnectError(
+                    f"no SSH handshake with {what} at {where} within {timeout:g} s"
+                ) from None
             raise ConnectError(
-                f"SSH handshake with {what} at {hostport(endpoint.connect_host, endpoint.port)} "
-                f"failed: {exc or type(exc).__name__}"
+                f"SSH handshake with {what} at {where} failed: {exc or type(exc).__name__}"
             ) from None
-        session.known_hosts.verify(
-            endpoint.alias, _known_names(endpoint), transport.get_remote_server_key()
-        )
+        session.known_hosts.verify(endpoint.alias, _known_names(endpoint), server_key)
         keys = load_identity(endpoint, session.ask)
         answerer = PromptAnswerer(endpoint, lambda: session.totp_for(endpoint), session.ask)
         authenticate(transport, endpoint, keys, answerer)
         if not transport.is_authenticated():
             raise AuthError(f"{what} did not accept the login")
         transport.set_keepalive(session.settings.keepalive_interval)
+        _wires[transport] = sock
         log.info("logged in to %s as %s", what, endpoint.user)
         return transport
     except BaseException:

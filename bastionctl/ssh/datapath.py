@@ -31,8 +31,6 @@ CHUNK = 256 * 1024
 WINDOW_SIZE = 2 * 1024 * 1024
 MAX_PACKET_SIZE = 32768
 
-# What a transport reads from and writes to: a socket, or something that behaves like one.
-SocketLike = socket.socket | ReadAhead
 Counted = Callable[[int], None]
 
 
@@ -41,13 +39,13 @@ class DataPath:
     name: str
     fast: bool
 
-    def transport_socket(self, sock: socket.socket) -> SocketLike:
+    def transport_socket(self, sock: socket.socket) -> ReadAhead:
         """What a transport to a bastion reads its TCP connection through."""
-        return ReadAhead(sock) if self.fast else sock
+        return ReadAhead(sock)  # plain socket calls: both paths
 
-    def jump_socket(self, channel: paramiko.Channel) -> SocketLike:
+    def jump_socket(self, channel: paramiko.Channel) -> ReadAhead:
         """What a transport to a target reads the bastion's channel through."""
-        return JumpSocket(channel) if self.fast else plain_jump_socket(channel)
+        return JumpSocket(channel) if self.fast else ReadAhead(plain_jump_socket(channel))
 
     def open_channel(
         self,

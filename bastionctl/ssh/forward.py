@@ -270,6 +270,10 @@ class LocalForwarder:
 
 
 def _close_quietly(sock: socket.socket, channel: paramiko.Channel) -> None:
+    # shutdown() wakes a thread blocked reading the socket and tells the client at once;
+    # close() alone would leave both waiting.
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     for closer in (channel.close, sock.close):
         with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
             closer()

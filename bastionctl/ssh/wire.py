@@ -33,12 +33,15 @@ class ReadAhead:
         self._view = memoryview(self._buffer)
         self._offset = 0
         self._end = 0
+        # Bytes read from the socket so far: proof of life for a busy link (ssh.connect).
+        self.received = 0
 
     def recv(self, size: int) -> bytes:
         if self._offset >= self._end:
             count = self._sock.recv_into(self._buffer)  # may raise socket.timeout
             if not count:
                 return b""
+            self.received += count
             self._offset, self._end = 0, count
         end = min(self._offset + size, self._end)
         out = bytes(self._view[self._offset : end])
@@ -124,7 +127,8 @@ def plain_jump_socket(channel: paramiko.Channel) -> socket.socket:
         except (OSError, EOFError, paramiko.SSHException):
             pass
         finally:
-            channel.close()
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                channel.close()
             near.close()
 
     threading.Thread(target=inbound, name="jump-in", daemon=True).start()

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
@@ -46,6 +46,12 @@ from bastionctl.tunnels.protocol import (
     TunnelRequest,
     TunnelState,
 )
+
+if TYPE_CHECKING:
+    from bastionctl.render.write import Change
+    from bastionctl.ssh.connect import Session
+    from bastionctl.tunnels.control import ControlServer
+    from bastionctl.tunnels.launch import ClientCommand
 
 OTHERS_INTERVAL = 2.0
 LOG_DRAIN_INTERVAL = 0.2
@@ -121,7 +127,8 @@ class BastionApp(App[None]):
         self.group_by = GROUPINGS[0]
         self._dns: tuple[Any, Any] | None = None
         self.others: list[TunnelInfo] = []
-        self.control: Any = None  # this process's control socket, once tunnels can exist
+        # This process's control socket, once it has a manager (see serve_control).
+        self.control: ControlServer | None = None
         self.log_handler = PanelLogHandler()
         self._saved_handlers: list[logging.Handler] = []
         # The bastion whose login may show the TOTP dialog (for "this step's code is used").
@@ -348,7 +355,7 @@ class BastionApp(App[None]):
             return
         self.control = server
 
-    def session(self) -> Any:
+    def session(self) -> Session:
         """This window's login context: prompts come to the TOTP dialog."""
         from bastionctl.ssh.connect import Session
 
@@ -495,7 +502,7 @@ class BastionApp(App[None]):
             return
         self.call_from_thread(self.say, f"started {command.argv[0]} for {tunnel.host}")
 
-    def run_in_terminal(self, command: Any, connection: str) -> None:
+    def run_in_terminal(self, command: ClientCommand, connection: str) -> None:
         """A terminal client (mysql, sqlcmd) gets the terminal until it exits; then we resume."""
         import subprocess
 
@@ -547,7 +554,7 @@ class BastionApp(App[None]):
         )
 
     @work(thread=True, exclusive=True, group="export")
-    def write_export(self, changes: list[Any]) -> None:
+    def write_export(self, changes: list[Change]) -> None:
         from bastionctl.render import write
         from bastionctl.render.ssh_config import control_dir
 

@@ -38,8 +38,11 @@ def _raise_stop(_signum: int, _frame: FrameType | None) -> None:
     raise _Stop
 
 
-def run_agent(socket_path: Path | None = None) -> None:
-    """The agent's main loop; returns when it has been idle or is told to stop (SIGTERM)."""
+def run_agent(stop: threading.Event | None = None) -> None:
+    """The agent's main loop; returns when it has been idle or is told to stop.
+
+    In its own process SIGTERM and SIGINT stop it; run in a thread, `stop` does.
+    """
     # paramiko is imported only where SSH happens: `tunnel --detach` and `tunnel list` start
     # faster without it, and a forked agent imports it once, itself.
     from bastionctl.otp import SecretStore
@@ -52,7 +55,7 @@ def run_agent(socket_path: Path | None = None) -> None:
     manager = TunnelManager(process="agent")
     secrets = SecretStore()
     service = TunnelService(manager, can_open=True, secrets=secrets)
-    server = control.ControlServer(socket_path or control.agent_socket(), service.handle)
+    server = control.ControlServer(control.agent_socket(), service.handle)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_stop)
         signal.signal(signal.SIGINT, _raise_stop)
@@ -62,9 +65,9 @@ def run_agent(socket_path: Path | None = None) -> None:
     pid_file = server.path.with_suffix(".pid")
     pid_file.write_text(f"{os.getpid()}\n")
     log.info("agent %s listening on %s", os.getpid(), server.path)
+    stop = stop or threading.Event()
     try:
-        while True:
-            time.sleep(0.25)
+        while not stop.wait(0.25):
             idle = time.monotonic() - service.last_activity
             if not manager.list() and not service.busy and idle > AGENT_IDLE_EXIT:
                 break

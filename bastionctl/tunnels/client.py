@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from bastionctl.errors import BastionctlError, LoginCancelled, ProtocolError, UsageError
 from bastionctl.tunnels import control
@@ -32,17 +33,18 @@ Notify = Callable[[str], None]
 
 def open_detached(request: TunnelRequest, ask: Ask, notify: Notify) -> TunnelInfo:
     """Ask the agent (started if needed) to open a tunnel, answering its login's prompts."""
-    return _converse(OpenTunnel(request), ask, notify)
+    return _converse(ensure_agent(), OpenTunnel(request), ask, notify)
 
 
 def answer_tunnel(tunnel_id: TunnelId, ask: Ask, notify: Notify) -> TunnelInfo:
     """Answer the login a needs-input tunnel of the agent waits on; its state afterwards."""
-    if tunnel_id.pid != _agent_pid():
+    agent = control.agent_socket()
+    if agent not in set(control.live_sockets()) or tunnel_id.pid != _agent_pid():
         raise UsageError(
             f"tunnel {tunnel_id} is not one of the agent's; only those wait for answers",
             "see `bastionctl tunnel list`",
         )
-    return _converse(AnswerTunnel(tunnel_id), ask, notify)
+    return _converse(agent, AnswerTunnel(tunnel_id), ask, notify)
 
 
 def _agent_pid() -> int | None:
@@ -52,8 +54,13 @@ def _agent_pid() -> int | None:
         return None
 
 
-def _converse(request: OpenTunnel | AnswerTunnel, ask: Ask, notify: Notify) -> TunnelInfo:
-    conn = control.connect(ensure_agent(), timeout=None)
+def _converse(
+    path: Path, request: OpenTunnel | AnswerTunnel, ask: Ask, notify: Notify
+) -> TunnelInfo:
+    try:
+        conn = control.connect(path, timeout=None)
+    except OSError as exc:
+        raise BastionctlError(f"cannot reach the bastionctl agent: {exc.strerror or exc}") from None
     try:
         conn.send(request)
         while True:

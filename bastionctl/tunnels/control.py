@@ -69,6 +69,8 @@ def peer_uid(sock: socket.socket) -> int:
 
 
 Handler = Callable[[Request, Connection], Reply]
+# One staging name per process: servers of one process start one after another.
+_staging_lock = threading.Lock()
 
 
 class ControlServer:
@@ -81,17 +83,28 @@ class ControlServer:
         self._closing = threading.Event()
 
     def start(self) -> None:
+        """Listen on `path`; the file appears only once connections are accepted."""
         paths.private_dir(self.path.parent)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        # Bound and listening under a temporary name first, then renamed into place: whoever
+        # sees the file can connect (a starting agent is not mistaken for a dead one). The
+        # name is no longer than the final one: Unix socket paths are short (108 bytes).
+        staging = self.path.with_name(f".{os.getpid()}.s")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        # The umask makes the socket 0600 from the moment it exists, with no window.
-        old = os.umask(0o177)
-        try:
-            sock.bind(str(self.path))
-        finally:
-            os.umask(old)
-        sock.listen(16)
+        with _staging_lock:
+            staging.unlink(missing_ok=True)
+            # The umask makes the socket 0600 from the moment it exists, with no window.
+            old = os.umask(0o177)
+            try:
+                sock.bind(str(staging))
+            finally:
+                os.umask(old)
+            try:
+                sock.listen(16)
+                os.replace(staging, self.path)
+            except OSError:
+                sock.close()
+                staging.unlink(missing_ok=True)
+                raise
         self._sock = sock
         threading.Thread(target=self._serve, name="control", daemon=True).start()
 
@@ -126,6 +139,10 @@ class ControlServer:
                     reply = self.handler(request, conn)
                 except BastionctlError as exc:
                     reply = Failed.from_error(exc)
+                except Exception as exc:  # a bug here must still get the peer an answer
+                    log.exception("the control request %s failed", request.TYPE)
+                    why = f"internal error in bastionctl process {os.getpid()}: {exc}"
+                    reply = Failed.from_error(BastionctlError(why))
                 conn.send(reply)
         except OSError:
             pass
@@ -170,8 +187,9 @@ def live_sockets() -> Iterator[Path]:
         try:
             conn = connect(path, timeout=2)
         except (ConnectionRefusedError, FileNotFoundError):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            # Its process is gone (killed: it could not clean up); so is its pid file.
+            for stale in (path, path.with_suffix(".pid")):
+                stale.unlink(missing_ok=True)
             continue
         except OSError:
             continue

@@ -21,7 +21,7 @@ from bastionctl.otp import SecretStore, UsedSteps
 from bastionctl.ssh.connect import Session
 from bastionctl.tunnels import control, launch
 from bastionctl.tunnels.affinity import CpuKeeper
-from bastionctl.tunnels.manager import TunnelManager
+from bastionctl.tunnels.manager import ManagedTunnel, TunnelManager
 from bastionctl.tunnels.protocol import TunnelEvent, TunnelState
 from bastionctl.tunnels.service import TunnelService
 
@@ -106,26 +106,12 @@ def run_foreground(
         server.start()
         active = manager.open(spec, session)
         reconnected = True
-        port = active.local_port
-        # Written before the banner: whoever waits for "connect with" finds the file.
-        start_client(spec, port, False, rdp_file, (), err)
-        out(f"Tunnel open: {spec.label} via {spec.bastion.alias}")
-        listening = " and ".join(hostport(a, port) for a in active.forwarder.addresses())
-        remote = hostport(spec.remote_host, spec.remote_port)
-        out(f"  listening on {listening} -> {remote} on {spec.host.alias}")
-        out(f"  connect with: {spec.connection_string(port)}")
-        out("Press Ctrl-C to close.")
-        sys.stdout.flush()
-        client = start_client(spec, port, launch_client, None, client_args, err)
         try:
-            while active.state not in (TunnelState.FAILED, TunnelState.CLOSED):
-                if client is not None and client.poll() is not None:
-                    # The client was the point of this tunnel: its end is ours.
-                    out(f"Client exited with status {client.returncode}; tunnel closed.")
-                    return client.returncode
-                time.sleep(0.2)
+            status = _hold(active, spec, out, err, launch_client, rdp_file, client_args)
         except (KeyboardInterrupt, _Terminated):
-            pass
+            status = None
+        if status is not None:
+            return status
         if active.state is TunnelState.FAILED:
             raise ConnectError(f"tunnel {spec.label} failed: {active.last_error}")
         if active.state is TunnelState.CLOSED:
@@ -140,3 +126,33 @@ def run_foreground(
         server.close()
         keeper.stop()
         signal.signal(signal.SIGTERM, previous)
+
+
+def _hold(
+    active: ManagedTunnel,
+    spec: TunnelSpec,
+    out: Line,
+    err: Line,
+    launch_client: bool,
+    rdp_file: Path | None,
+    client_args: Sequence[str],
+) -> int | None:
+    """Say where the tunnel is and wait: the launched client's status, or None when it ended."""
+    port = active.local_port
+    # Written before the banner: whoever waits for "connect with" finds the file.
+    start_client(spec, port, False, rdp_file, (), err)
+    out(f"Tunnel open: {spec.label} via {spec.bastion.alias}")
+    listening = " and ".join(hostport(a, port) for a in active.forwarder.addresses())
+    remote = hostport(spec.remote_host, spec.remote_port)
+    out(f"  listening on {listening} -> {remote} on {spec.host.alias}")
+    out(f"  connect with: {spec.connection_string(port)}")
+    out("Press Ctrl-C to close.")
+    sys.stdout.flush()
+    client = start_client(spec, port, launch_client, None, client_args, err)
+    while active.state not in (TunnelState.FAILED, TunnelState.CLOSED):
+        if client is not None and client.poll() is not None:
+            # The client was the point of this tunnel: its end is ours.
+            out(f"Client exited with status {client.returncode}; tunnel closed.")
+            return client.returncode
+        time.sleep(0.2)
+    return None

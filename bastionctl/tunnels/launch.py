@@ -68,9 +68,23 @@ def launch(command: ClientCommand) -> subprocess.Popen[bytes]:
         return subprocess.Popen(command.argv)
 
 
-def write_rdp_file(path: Path, spec: TunnelSpec, port: int) -> None:
+def check_options(
+    spec: TunnelSpec, launch_client: bool, rdp_file: Path | None, args: Sequence[str]
+) -> None:
+    """Refuse, before any login, a client option that cannot apply to this tunnel."""
+    if rdp_file is not None:
+        _check_rdp(spec)
+    if launch_client:
+        client_for(spec.service.name if spec.service else None, spec.bind, spec.local_port, args)
+
+
+def _check_rdp(spec: TunnelSpec) -> None:
     if spec.service is None or spec.service.name != "rdp":
         raise UsageError("--rdp-file is for rdp tunnels")
+
+
+def write_rdp_file(path: Path, spec: TunnelSpec, port: int) -> None:
+    _check_rdp(spec)
     address = hostport(spec.connection_host(), port)
     lines = [
         f"full address:s:{address}",

@@ -34,7 +34,7 @@ from bastionctl.errors import (
 )
 from bastionctl.model import Bastion, Host, TunnelSpec
 from bastionctl.ssh import datapath
-from bastionctl.ssh.connect import Session, connect_bastion, connect_through, probe
+from bastionctl.ssh.connect import Session, connect_bastion, connect_through, responsive
 from bastionctl.ssh.forward import LocalForwarder, open_direct
 from bastionctl.tunnels.ports import PortBook
 from bastionctl.tunnels.protocol import TunnelEvent, TunnelId, TunnelInfo, TunnelState
@@ -159,11 +159,14 @@ class ManagedTunnel:
             waiting_for=self.waiting_for,
         )
 
-    def _set(self, state: TunnelState, message: str) -> None:
+    def _set(self, state: TunnelState, message: str, attempt: bool = False) -> None:
+        """Change state (`attempt`: as the outcome of a login attempt) and tell the front end."""
         with self._changed:
             self.state = state
             if state is TunnelState.FAILED:
                 self._record(message)
+            if attempt:
+                self._attempts += 1
             self._changed.notify_all()
         self.manager._emit(TunnelEvent(self.id, state, message))
 
@@ -188,8 +191,10 @@ class ManagedTunnel:
                 link.get(self.session)
             except LoginCancelled as exc:
                 self._waiting_on = link
-                prompt = exc.prompt if isinstance(exc, NeedsInput) else "a declined prompt"
-                self.waiting_for = f"the login to {link.name}: {prompt}"
+                if isinstance(exc, NeedsInput):
+                    self.waiting_for = f"the login to {link.name}: {exc.prompt}"
+                else:
+                    self.waiting_for = f"the login to {link.name} (its last prompt was declined)"
                 raise
 
     def _open_channel(self, origin: tuple[str, int]) -> paramiko.Channel:
@@ -275,10 +280,10 @@ class ManagedTunnel:
         """Probe both hops; drop the transports that no longer answer."""
         bastion, host = self._links()
         transport = host.transport
-        if bastion.alive() and host.alive() and transport and probe(transport, interval):
+        if bastion.alive() and host.alive() and transport and responsive(transport, interval):
             return True
         bastion_dead = not bastion.alive() or (
-            bastion.transport is not None and not probe(bastion.transport, interval)
+            bastion.transport is not None and not responsive(bastion.transport, interval)
         )
         if bastion_dead:
             bastion.drop()
@@ -295,39 +300,39 @@ class ManagedTunnel:
             except LoginCancelled as exc:
                 # Nobody was there to answer, or the person declined this time: either way
                 # nothing was sent, and a front end may still answer later.
-                self._attempted()
-                self._set(TunnelState.NEEDS_INPUT, str(exc))
+                self._set(TunnelState.NEEDS_INPUT, str(exc), attempt=True)
                 return
             except (AuthError, HostKeyError) as exc:
-                self._attempted()
-                self._set(TunnelState.FAILED, exc.message)
                 self.forwarder.close()
+                self._set(TunnelState.FAILED, exc.message, attempt=True)
                 return
-            except BastionctlError as exc:
-                self._attempted()
-                self._record(exc.message)
+            except Exception as exc:  # anything else is worth another try, never the end
+                if not isinstance(exc, BastionctlError):
+                    log.exception("%s: unexpected failure while reconnecting", self.spec.label)
+                reason = exc.message if isinstance(exc, BastionctlError) else repr(exc)
+                with self._changed:
+                    self._record(reason)
+                    self._attempts += 1
+                    self._changed.notify_all()
                 wait = min(BACKOFF_CAP, delay) * random.uniform(0.8, 1.2)
-                log.info("%s: %s; retrying in %.1f s", self.spec.label, exc.message, wait)
+                log.info("%s: %s; retrying in %.1f s", self.spec.label, reason, wait)
                 if self._stop.wait(wait):
                     return
                 delay *= 2
                 continue
             self.waiting_for = None
             self._waiting_on = None
-            self._attempted()
-            self._set(TunnelState.UP, f"{self.spec.label} is back on port {self.local_port}")
+            message = f"{self.spec.label} is back on port {self.local_port}"
+            self._set(TunnelState.UP, message, attempt=True)
             return
-
-    def _attempted(self) -> None:
-        with self._changed:
-            self._attempts += 1
-            self._changed.notify_all()
 
     def answer(self, session: Session) -> None:
         """`session`'s front end answers the login this tunnel waits on.
 
-        Returns once that login attempt is over (the tunnel is up, failed, or waits again).
+        Returns once the tunnel is up, failed, or waits again; while the path is still being
+        rebuilt (the bastion unreachable, say), for at most three connect timeouts.
         """
+        patience = 3 * float(session.settings.connect_timeout)
         with self._changed:
             if self.state is not TunnelState.NEEDS_INPUT:
                 raise UsageError(
@@ -338,9 +343,15 @@ class ManagedTunnel:
             for link in self._links():
                 link.allow_retry()  # a person is here to answer again
             attempts = self._attempts
+            deadline = time.monotonic() + patience
             self._wake.set()
-            while self._attempts == attempts and not self._stop.is_set():
-                self._changed.wait()
+            while not self._stop.is_set():
+                attempted = self._attempts > attempts
+                # (`in`, not `is not`: mypy keeps self.state narrowed from the check above)
+                settled = self.state not in (TunnelState.RECONNECTING,)
+                if attempted and (settled or time.monotonic() > deadline):
+                    return
+                self._changed.wait(timeout=0.5)
 
     def close(self) -> None:
         self._stop.set()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import re
 import time
 import types
 from dataclasses import dataclass
@@ -53,10 +54,10 @@ class TunnelId:
 
     @classmethod
     def parse(cls, text: str) -> TunnelId:
-        pid, dot, number = text.partition(".")
-        if not (dot and pid.isdigit() and number.isdigit()):
+        match = re.fullmatch(r"([0-9]{1,10})\.([0-9]{1,10})", text)
+        if match is None:
             raise UsageError(f"{text!r} is not a tunnel id (PID.N)", "see `bastionctl tunnel list`")
-        return cls(int(pid), int(number))
+        return cls(int(match[1]), int(match[2]))
 
 
 @dataclass(frozen=True)
@@ -313,12 +314,14 @@ def encode(message: Message) -> bytes:
 def decode(line: bytes) -> Message:
     try:
         data = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ProtocolError("a bastionctl control message is not JSON") from None
     if not isinstance(data, dict):
         raise ProtocolError("a bastionctl control message is not a JSON object")
-    version = data.pop("v", None)
-    if version != VERSION:
+    if "v" not in data:
+        raise ProtocolError("a bastionctl control message carries no protocol version")
+    version = data.pop("v")
+    if type(version) is not int or version != VERSION:
         raise ProtocolError(
             f"another bastionctl process speaks control protocol version {version!r}; "
             f"this one speaks {VERSION}",
