@@ -13,7 +13,7 @@ from bastionctl.tui.input_dialog import InputDialog
 from bastionctl.tui.otp_screen import OtpScreen
 from bastionctl.tui.report_screen import ReportScreen
 from tests.lab.helpers import free_port
-from tests.tui.pilot import app, ready, until
+from tests.tui.pilot import EXAMPLE, app, ready, until
 
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 
@@ -46,7 +46,14 @@ async def test_export_shows_the_diff_and_writes_on_yes(
     ssh = isolated_dirs / ".ssh"
     ssh.mkdir(mode=0o700)
     (ssh / "config").write_text("# mine\r\nHost old\r\n  User me")  # CRLF, no final newline
-    tui = app()
+    # ssh puts control sockets under the passwd home, not $HOME: keep them in the test's dirs.
+    config = isolated_dirs / "example.toml"
+    config.write_text(
+        EXAMPLE.read_text().replace(
+            "[settings]\n", f'[settings]\ncontrol_path = "{isolated_dirs}/cm/%C"\n', 1
+        )
+    )
+    tui = app(config)
     async with tui.run_test() as pilot:
         await ready(pilot, tui)
         await pilot.press("e")

@@ -109,7 +109,12 @@ def test_cli_write_check_diff(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     env = {**os.environ, "HOME": str(tmp_path)}
     (tmp_path / ".ssh").mkdir(mode=0o700)
     (tmp_path / ".ssh" / "config").write_bytes(EXISTING.encode())
-    config = repo / "configs" / "example.toml"
+    # ssh puts control sockets under the passwd home, not $HOME: keep them in tmp_path.
+    example = (repo / "configs" / "example.toml").read_text()
+    config = tmp_path / "example.toml"
+    config.write_text(
+        example.replace("[settings]\n", f'[settings]\ncontrol_path = "{tmp_path}/cm/%C"\n', 1)
+    )
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
