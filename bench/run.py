@@ -2,7 +2,11 @@
 
     python -m bench [--rounds N] [--size-mb M]      (root: it brings up its own lab)
 
-Prints a table of medians with bastionctl/OpenSSH ratios and writes bench/results/*.json.
+The baseline is what most people run, a plain `ssh -J bastion target -L ...` per tunnel; each
+figure has a second row against OpenSSH with ControlMaster (one bastion login shared, as
+bastionctl shares one), and a row for bastionctl's plain data path (BASTIONCTL_DATA_PATH=plain,
+the public-API fallback for a paramiko it does not know) against the same baseline.
+Prints medians with the ratios and writes bench/results/*.json.
 """
 
 from __future__ import annotations
@@ -176,8 +180,17 @@ class Tool:
 
 
 class Bastionctl(Tool):
-    def __init__(self, lab: LabInfo, home: Path, env: dict[str, str]) -> None:
-        super().__init__("bastionctl", home, env)
+    def __init__(
+        self, lab: LabInfo, home: Path, env: dict[str, str], data_path: str = "fast"
+    ) -> None:
+        # Each variant has its own runtime directory, so its own agent with its own data path.
+        home = home / f"bastionctl-{data_path}"
+        env = {**env, "BASTIONCTL_DATA_PATH": data_path}
+        for var, sub in (("XDG_RUNTIME_DIR", "run"), ("XDG_STATE_HOME", "state")):
+            (home / sub).mkdir(mode=0o700, parents=True)
+            env[var] = str(home / sub)
+        name = "bastionctl" if data_path == "fast" else f"bastionctl {data_path} path"
+        super().__init__(name, home, env)
         self.config = home / "bastionctl.toml"
         self.config.write_text(render_config(lab, bulk=True))
         self.run("otp", "set", "server-01", stdin=lab.read_secret(bulk=True))
@@ -232,7 +245,9 @@ class Bastionctl(Tool):
 
 
 class OpenSSH(Tool):
-    def __init__(self, lab: LabInfo, home: Path, env: dict[str, str]) -> None:
+    """`ssh -J`-style ProxyJump and `-L`; with `master`, ControlMaster on the bastion."""
+
+    def __init__(self, lab: LabInfo, home: Path, env: dict[str, str], master: bool) -> None:
         askpass = home / "askpass"
         # The bench's TOTP answer for plain ssh, computed from the lab's own secret file.
         askpass.write_text(
@@ -241,16 +256,21 @@ class OpenSSH(Tool):
         )
         askpass.chmod(0o700)
         env = {**env, "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force"}
-        super().__init__("OpenSSH", home, env)
-        self.config = home / "ssh_config"
+        super().__init__("OpenSSH ControlMaster" if master else "OpenSSH", home, env)
+        self.master = master
+        self.config = home / ("ssh_config_cm" if master else "ssh_config")
+        sharing = (
+            f"  ControlMaster auto\n  ControlPath {home}/cm-%C\n  ControlPersist 300\n"
+            if master
+            else ""
+        )
         common = (
             f"  User {lab.bulk_user}\n  IdentitiesOnly yes\n"
             f"  UserKnownHostsFile {lab.known_hosts}\n  StrictHostKeyChecking yes\n"
         )
         self.config.write_text(
             f"Host bastion\n  HostName {lab.bastion_ipv6}\n"
-            f"  IdentityFile {lab.client_keys['server-01']}\n{common}"
-            f"  ControlMaster auto\n  ControlPath {home}/cm-%C\n  ControlPersist 300\n"
+            f"  IdentityFile {lab.client_keys['server-01']}\n{common}{sharing}"
             f"Host target\n  HostName {lab.hosts['server-04'].ipv6}\n"
             f"  IdentityFile {lab.client_keys['server-04']}\n{common}  ProxyJump bastion\n"
         )
@@ -287,6 +307,8 @@ class OpenSSH(Tool):
         return time.perf_counter() - started
 
     def master_pid(self) -> int | None:
+        if not self.master:
+            return None
         check = subprocess.run(
             ["ssh", "-F", str(self.config), "-O", "check", "bastion"],
             capture_output=True,
@@ -310,11 +332,12 @@ class OpenSSH(Tool):
                 process.kill()
                 process.wait(timeout=10)
         self.processes.clear()
-        subprocess.run(
-            ["ssh", "-F", str(self.config), "-O", "exit", "bastion"],
-            capture_output=True,
-            env=self.env,
-        )
+        if self.master:
+            subprocess.run(
+                ["ssh", "-F", str(self.config), "-O", "exit", "bastion"],
+                capture_output=True,
+                env=self.env,
+            )
 
 
 # ---------------------------------------------------------------- the run
@@ -413,7 +436,12 @@ def main() -> None:
     lab = up(LAB)
     try:
         with bench_home() as (home, env):
-            tools: list[Tool] = [Bastionctl(lab, home, env), OpenSSH(lab, home, env)]
+            tools: list[Tool] = [
+                Bastionctl(lab, home, env),
+                OpenSSH(lab, home, env, master=False),
+                OpenSSH(lab, home, env, master=True),
+                Bastionctl(lab, home, env, data_path="plain"),
+            ]
             for round_number in range(args.rounds):
                 # Interleaved, alternating who goes first, so drift hits both alike.
                 for tool in tools if round_number % 2 == 0 else tools[::-1]:
@@ -435,25 +463,38 @@ def main() -> None:
     report(results, args, list(offline_figures))
 
 
+# Below each figure: (label, ours, theirs), both tool names as measured.
+SECOND_ROWS = (
+    ("  vs ControlMaster", "bastionctl", "OpenSSH ControlMaster"),
+    ("  plain data path", "bastionctl plain path", "OpenSSH"),
+)
+
+
 def report(
     results: dict[str, list[float]], args: argparse.Namespace, offline_figures: list[str]
 ) -> None:
     table: list[dict[str, Any]] = []
     print(f"{'figure':<22}{'bastionctl':>12}{'OpenSSH':>12}{'ratio':>8}  target")
+    print(f"{'':<22}{'':>12}{'(ssh -J -L)':>12}")
     for figure, _higher, target in ROWS:
-        ours = median(results[f"bastionctl:{figure}"])
-        theirs = median(results[f"OpenSSH:{figure}"])
-        ratio = ours / theirs if theirs else float("nan")
-        print(f"{figure:<22}{ours:>12.3g}{theirs:>12.3g}{ratio:>7.2f}x  {target}")
-        table.append(
-            {
-                "figure": figure,
-                "bastionctl": ours,
-                "openssh": theirs,
-                "ratio": ratio,
-                "target": target,
-            }
-        )
+        rows = (("", "bastionctl", "OpenSSH", target), *((*row, "") for row in SECOND_ROWS))
+        for label, ours_name, theirs_name, row_target in rows:
+            ours = median(results[f"{ours_name}:{figure}"])
+            theirs = median(results[f"{theirs_name}:{figure}"])
+            ratio = ours / theirs if theirs else float("nan")
+            shown = label or figure
+            print(f"{shown:<22}{ours:>12.3g}{theirs:>12.3g}{ratio:>7.2f}x  {row_target}")
+            table.append(
+                {
+                    "figure": f"{figure}{label}" if label else figure,
+                    "bastionctl": ours,
+                    "openssh": theirs,
+                    "against": theirs_name,
+                    "measured": ours_name,
+                    "ratio": ratio,
+                    "target": row_target,
+                }
+            )
     for figure, target in (
         ("--help ms", "<= 150 ms"),
         ("tunnel list ms", ""),
