@@ -82,6 +82,7 @@ def test_crash_between_temp_write_and_rename_leaves_the_original(
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
+@pytest.mark.root
 def test_read_only_ssh_dir_is_a_clear_error(tmp_path: Path) -> None:
     ssh_dir = tmp_path / "ro"
     ssh_dir.mkdir()
