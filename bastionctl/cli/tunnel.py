@@ -191,7 +191,7 @@ def run_tunnel(
 
     if detach:
         from bastionctl.tunnels.client import open_detached
-        from bastionctl.tunnels.foreground import start_client
+        from bastionctl.tunnels.launch import start_client
 
         info = open_detached(request, ask=terminal_ask, notify=notify)
         click.echo(f"Tunnel {info.id} open in the background: {spec.label}")

@@ -7,7 +7,6 @@ terminals see its tunnel.
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -15,17 +14,17 @@ from pathlib import Path
 from types import FrameType
 
 from bastionctl.config import Settings
-from bastionctl.errors import BastionctlError, ConnectError
+from bastionctl.errors import ConnectError
 from bastionctl.model import TunnelSpec, hostport
 from bastionctl.otp import SecretStore, UsedSteps
 from bastionctl.ssh.connect import Session
-from bastionctl.tunnels import control, launch
+from bastionctl.tunnels import control
 from bastionctl.tunnels.affinity import CpuKeeper
+from bastionctl.tunnels.launch import Line, start_client
 from bastionctl.tunnels.manager import ManagedTunnel, TunnelManager
 from bastionctl.tunnels.protocol import TunnelEvent, TunnelState
 from bastionctl.tunnels.service import TunnelService
 
-Line = Callable[[str], None]
 Ask = Callable[[str, bool], str]
 
 
@@ -35,29 +34,6 @@ class _Terminated(Exception):
 
 def _raise_terminated(_signum: int, _frame: FrameType | None) -> None:
     raise _Terminated
-
-
-def start_client(
-    spec: TunnelSpec,
-    port: int,
-    launch_it: bool,
-    rdp_file: Path | None,
-    args: Sequence[str],
-    err: Line,
-) -> subprocess.Popen[bytes] | None:
-    """Write the .rdp file and start the client, as asked; a missing client is one line."""
-    if rdp_file is not None:
-        launch.write_rdp_file(rdp_file, spec, port)
-        err(f"bastionctl: wrote {rdp_file}")
-    if not launch_it:
-        return None
-    command = launch.client_for(spec.service.name if spec.service else None, spec.bind, port, args)
-    sys.stdout.flush()
-    try:
-        return launch.launch(command)
-    except BastionctlError as exc:
-        err(f"bastionctl: {exc}")
-        return None
 
 
 def run_foreground(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +13,9 @@ from bastionctl.atomic import write_atomic
 from bastionctl.errors import BastionctlError, UsageError
 from bastionctl.model import TunnelSpec, connection_host, hostport
 from bastionctl.tunnels.affinity import unpinned
+
+# Where a line for the person goes (stderr in the CLI).
+Line = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -93,3 +96,26 @@ def write_rdp_file(path: Path, spec: TunnelSpec, port: int) -> None:
         f"username:s:{spec.host.user}" if spec.host.platform == "windows" else "",
     ]
     write_atomic(path, "\r\n".join(line for line in lines if line) + "\r\n", mode=0o600)
+
+
+def start_client(
+    spec: TunnelSpec,
+    port: int,
+    launch_it: bool,
+    rdp_file: Path | None,
+    args: Sequence[str],
+    err: Line,
+) -> subprocess.Popen[bytes] | None:
+    """Write the .rdp file and start the client, as asked; a missing client is one line."""
+    if rdp_file is not None:
+        write_rdp_file(rdp_file, spec, port)
+        err(f"bastionctl: wrote {rdp_file}")
+    if not launch_it:
+        return None
+    command = client_for(spec.service.name if spec.service else None, spec.bind, port, args)
+    sys.stdout.flush()
+    try:
+        return launch(command)
+    except BastionctlError as exc:
+        err(f"bastionctl: {exc}")
+        return None

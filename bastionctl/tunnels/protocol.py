@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 import re
 import time
@@ -356,8 +357,7 @@ def _json(value: object) -> object:
 def _build(cls: type, data: object, where: str) -> object:
     if not isinstance(data, dict):
         raise ProtocolError(f"bastionctl control message: {where} is not an object")
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints, fields = _shape(cls)
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ProtocolError(f"bastionctl control message: unknown field {where}.{unknown[0]}")
@@ -368,6 +368,13 @@ def _build(cls: type, data: object, where: str) -> object:
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ProtocolError(f"bastionctl control message: {where}.{name} is missing")
     return cls(**values)
+
+
+@functools.cache
+def _shape(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
+    """A message class's field types and fields (resolving the annotations once per class)."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    return get_type_hints(cls), fields
 
 
 def _value(kind: Any, value: object, where: str) -> object:

@@ -56,3 +56,13 @@ def test_cli_help_does_not_import_ssh_libraries() -> None:
 def test_the_ssh_core_does_not_import_invoke() -> None:
     statement = "import bastionctl.tunnels.manager, bastionctl.ssh.connect"
     assert loaded_after(statement, ("invoke", "asyncio", "yaml")) == ""
+
+
+def test_tunnel_detach_list_and_stop_do_not_import_paramiko() -> None:
+    """What `tunnel --detach`, `tunnel list` and `tunnel stop` load in the CLI process; the
+    agent, forked or started, imports paramiko itself."""
+    statement = (
+        "import bastionctl.cli, bastionctl.tunnels.client, bastionctl.tunnels.launch,"
+        " bastionctl.tunnels.spec, bastionctl.tunnels.protocol, bastionctl.prompting"
+    )
+    assert loaded_after(statement, ("paramiko", "textual", "boto3")) == ""
