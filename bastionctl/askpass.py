@@ -3,6 +3,13 @@
 OpenSSH shows keyboard-interactive prompts as "(user@host) Verification code: ". A TOTP
 prompt for a bastion of the inventory with a stored secret gets its code, never one already
 used in this step (it waits for the next); anything else is asked on the terminal.
+
+On Linux and macOS `bastionctl ssh` points SSH_ASKPASS at a small shell script running this
+interpreter. Windows OpenSSH runs SSH_ASKPASS as a program, so there it points at the
+installed `bastionctl` program (Scripts\\bastionctl.exe) with BASTIONCTL_ASKPASS=1 and
+BASTIONCTL_CONFIG in ssh's environment: `bastionctl.cli.main`, given those and one prompt
+argument, answers as `bastionctl askpass PROMPT`. Secrets are never on argv or in the
+environment; the code goes to stdout only.
 """
 
 from __future__ import annotations
@@ -15,11 +22,18 @@ from pathlib import Path
 
 from bastionctl import paths
 from bastionctl.config import Config, Settings
+from bastionctl.errors import BastionctlError
 from bastionctl.model import Bastion
 from bastionctl.otp import SecretStore, TotpSource, UsedSteps, looks_like_totp_prompt
 from bastionctl.ssh.auth import sanitise_prompt
+from bastionctl.system import api
+from bastionctl.system.files import private_dir
+from bastionctl.system.terminal import ask_hidden
 
 PREFIX = re.compile(r"^\((?P<user>[^@()\s]+)@(?P<host>[^()\s]+)\)\s*")
+# Set in ssh's environment on Windows: `bastionctl PROMPT` then acts as `bastionctl askpass`
+# (bastionctl.cli.main reads it; the name is repeated there, where this module is not loaded).
+ASKPASS_ENV = "BASTIONCTL_ASKPASS"
 
 
 def find_bastion(config: Config, prompt: str) -> Bastion | None:
@@ -38,7 +52,7 @@ def find_bastion(config: Config, prompt: str) -> Bastion | None:
 def _record(kind: str) -> None:
     """One line per call (never the prompt's answer), so people can see what ssh asked."""
     log = paths.state_dir() / "askpass.log"
-    paths.private_dir(log.parent)
+    private_dir(log.parent)
     with log.open("a", encoding="utf-8") as handle:
         handle.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {kind}\n")
     log.chmod(0o600)
@@ -65,46 +79,39 @@ def answer(config: Config, prompt: str) -> str | None:
             )
             return source.next_code()
     _record("terminal")
-    return _ask_terminal(text)
-
-
-def _ask_terminal(prompt: str) -> str | None:
-    try:
-        tty = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
-    except OSError:
-        return None
-    import termios
-
-    with os.fdopen(tty, "r+b", buffering=0) as handle:
-        old = termios.tcgetattr(tty)
-        new = list(old)
-        new[3] &= ~termios.ECHO
-        handle.write(prompt.encode() + (b"" if prompt.endswith(" ") else b" "))
-        try:
-            termios.tcsetattr(tty, termios.TCSAFLUSH, new)
-            line = handle.readline().decode(errors="replace")
-        finally:
-            termios.tcsetattr(tty, termios.TCSAFLUSH, old)
-            handle.write(b"\n")
-    return line.rstrip("\r\n")
+    return ask_hidden(text)
 
 
 def plain_ssh_environment(
     ssh_config_text: str, settings: Settings, config_path: Path | None
 ) -> tuple[Path, dict[str, str]]:
-    """Write the ssh config and this askpass helper for `bastionctl ssh`; ssh's environment.
+    """Write the ssh config (and on POSIX this askpass helper) for `bastionctl ssh`; ssh's
+    environment.
 
     Both files live in the private runtime directory; the helper runs this interpreter, so
-    it answers with the same config and keyring.
+    it answers with the same config and keyring. On Windows the helper is the installed
+    `bastionctl` program itself (see the module's docstring).
     """
-    import shlex
-
     from bastionctl.atomic import write_atomic
     from bastionctl.render.ssh_config import control_dir
 
-    run_dir = paths.private_dir(paths.runtime_dir())
+    run_dir = private_dir(paths.runtime_dir())
     config_file = run_dir / "ssh_config"
     write_atomic(config_file, ssh_config_text, mode=0o600)
+    if api.family() == "windows":
+        return config_file, console_script_environment(config_path)
+    control = control_dir(settings)
+    if control is not None:
+        control.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return config_file, _script_environment(run_dir, config_path)
+
+
+def _script_environment(run_dir: Path, config_path: Path | None) -> dict[str, str]:
+    """Linux, macOS: SSH_ASKPASS is a shell script that runs `python -m bastionctl askpass`."""
+    import shlex
+
+    from bastionctl.atomic import write_atomic
+
     helper = run_dir / "askpass"
     config_args = f" --config {shlex.quote(str(config_path))}" if config_path else ""
     write_atomic(
@@ -112,6 +119,51 @@ def plain_ssh_environment(
         f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m bastionctl{config_args} askpass "$@"\n',
         mode=0o700,
     )
-    control_dir(settings).mkdir(mode=0o700, parents=True, exist_ok=True)
-    env = {**os.environ, "SSH_ASKPASS": str(helper), "SSH_ASKPASS_REQUIRE": "force"}
-    return config_file, env
+    return {**os.environ, "SSH_ASKPASS": str(helper), "SSH_ASKPASS_REQUIRE": "force"}
+
+
+def console_script_environment(config_path: Path | None) -> dict[str, str]:
+    """Windows: SSH_ASKPASS is the `bastionctl` program, told by the environment to answer."""
+    env = {
+        **os.environ,
+        "SSH_ASKPASS": str(console_script()),
+        "SSH_ASKPASS_REQUIRE": "force",
+        ASKPASS_ENV: "1",
+    }
+    if config_path is not None:
+        env[paths.CONFIG_ENV] = str(config_path.absolute())
+    # OpenSSH before 8.4 (Windows 10 ships 8.1) knows no SSH_ASKPASS_REQUIRE and runs
+    # SSH_ASKPASS only when DISPLAY is set; ssh forwards no X11 unless asked (ForwardX11).
+    env.setdefault("DISPLAY", "localhost:0")
+    return env
+
+
+def _script_dirs() -> list[Path]:
+    """Where pip and pipx put this installation's programs: next to the interpreter (a venv),
+    the scheme's scripts directory, the user scheme's."""
+    import contextlib
+    import sysconfig
+
+    dirs = [Path(sys.executable).parent, Path(sysconfig.get_path("scripts"))]
+    with contextlib.suppress(KeyError, ValueError):
+        dirs.append(Path(sysconfig.get_path("scripts", sysconfig.get_preferred_scheme("user"))))
+    return dirs
+
+
+def console_script() -> Path:
+    """The installed `bastionctl` program (bastionctl.exe on Windows) for ssh to run."""
+    import shutil
+
+    name = "bastionctl.exe" if sys.platform == "win32" else "bastionctl"
+    for directory in _script_dirs():
+        candidate = directory / name
+        if candidate.is_file():
+            return candidate
+    found = shutil.which("bastionctl")
+    if found:
+        return Path(found)
+    raise BastionctlError(
+        f"ssh needs the bastionctl program ({name}) as its askpass helper, and there is none "
+        f"next to {sys.executable} or on PATH",
+        "install bastionctl with pip or pipx (pip install bastionctl / pipx install bastionctl)",
+    )

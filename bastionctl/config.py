@@ -219,13 +219,26 @@ def _tag_prefix(value: str) -> str:
     return value
 
 
+def _path(value: str) -> str:
+    """A file path for ssh config (validate.path), `/`-separated; on Windows a backslash
+    separates anywhere, elsewhere only in a Windows absolute path (C:\\...)."""
+    from bastionctl.system import api  # late: `import bastionctl.cli` stays without it
+
+    return validate.path(value, backslash_separates=api.family() == "windows")
+
+
 def _key_path(value: str) -> str:
-    validate.path(value)
     try:
-        value.format(key_name="k")
+        sample = value.format(key_name="k")
     except (KeyError, IndexError, ValueError):
         raise ValueError("may only use the placeholder {key_name}") from None
-    return value
+    # Every file it names must be one ssh config can carry, with `~` expanded.
+    _path(sample)
+    try:
+        _path(str(Path(sample).expanduser()))
+    except RuntimeError:
+        raise ValueError("has a ~ that names no known user") from None
+    return value.replace("\\", "/")
 
 
 def _profile(value: str) -> str:
@@ -260,7 +273,7 @@ def _filters(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
 
 
 SETTINGS_FIELDS: dict[str, Converter] = {
-    "known_hosts": _str_list(validate.path),
+    "known_hosts": _str_list(_path),
     "connect_timeout": _positive_number,
     "keepalive_interval": _positive_int,
     "bind": _bind,
@@ -268,7 +281,7 @@ SETTINGS_FIELDS: dict[str, Converter] = {
     "dns_servers": _str_list(_dns_server),
     "dns_timeout": _positive_number,
     "control_persist": _str(_duration),
-    "control_path": _str(validate.path),
+    "control_path": _str(_path),
     "dns_domain": _str(validate.fqdn),
 }
 ENDPOINT_FIELDS: dict[str, Converter] = {
@@ -278,7 +291,7 @@ ENDPOINT_FIELDS: dict[str, Converter] = {
     "ipv4": _str(validate.ipv4),
     "fqdn": _str(validate.fqdn),
     "hostname": _str(validate.hostname),
-    "identity_file": _str(validate.path),
+    "identity_file": _str(_path),
 }
 BASTION_FIELDS: dict[str, Converter] = {**ENDPOINT_FIELDS, "otp_single_use": _bool}
 HOST_FIELDS: dict[str, Converter] = {
@@ -414,7 +427,12 @@ class _Parser:
     def settings(self, raw: Any) -> Settings:
         values = self.fields(("settings",), raw, SETTINGS_FIELDS)
         if "known_hosts" in values:
-            values["known_hosts"] = tuple(self.local_path(p) for p in values["known_hosts"])
+            values["known_hosts"] = tuple(
+                self.local_path(("settings",), "known_hosts", p) for p in values["known_hosts"]
+            )
+        else:
+            for default in Settings.known_hosts:
+                self.expanded(("settings",), "known_hosts", str(default), "the default")
         return Settings(**values)
 
     def services(self, data: Mapping[str, Any]) -> ServiceCatalogue:
@@ -440,9 +458,28 @@ class _Parser:
             )
         return ServiceCatalogue.with_builtins(extra)
 
-    def local_path(self, value: str) -> Path:
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else (self.path.parent / path)
+    def local_path(self, table: tuple[str, ...], key: str, value: str) -> Path:
+        """A checked (`/`-separated) path: `~` expanded, a relative one taken from the config
+        file's directory. A Windows absolute path (C:/...) stays as written on every OS: on
+        Linux it is no relative path to put under the config's directory."""
+        if validate.is_windows_absolute(value):
+            return Path(value)
+        try:
+            path = Path(value).expanduser()
+        except RuntimeError:  # ~name of no known user, or no home at all
+            raise self.error(table, key, f"cannot expand ~ in {value!r}") from None
+        path = path if path.is_absolute() else (self.path.parent / path)
+        self.expanded(table, key, str(path))
+        return path
+
+    def expanded(self, table: tuple[str, ...], key: str, value: str, what: str = "") -> None:
+        """`value` once `~` or the config's directory is in it: the ssh config renderer
+        checks that too, so a home or a directory it cannot write is refused here."""
+        try:
+            _path(value)
+        except ValueError as exc:
+            got = f"{what} {value!r}" if what else repr(value)
+            raise self.error(table, key, f"{exc}, got {got}") from None
 
     def endpoint_values(
         self, table: tuple[str, ...], values: dict[str, Any], settings: Settings
@@ -452,7 +489,9 @@ class _Parser:
                 raise self.error(table, "user", "missing (or set settings.default_user)")
             values["user"] = settings.default_user
         if "identity_file" in values:
-            values["identity_file"] = self.local_path(values["identity_file"])
+            values["identity_file"] = self.local_path(
+                table, "identity_file", values["identity_file"]
+            )
         if not any(values.get(k) for k in ("hostname", "ipv6", "ipv4", "fqdn")):
             raise self.error(table, None, "needs an address: one of hostname, ipv6, ipv4, fqdn")
         return values

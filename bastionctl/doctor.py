@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import os
 import socket
 import stat
 import time
@@ -16,6 +15,7 @@ from bastionctl.config import Config
 from bastionctl.dns import Dns64View, Lookup, Resolver, discover_dns64
 from bastionctl.errors import BastionctlError, ConnectError
 from bastionctl.model import Bastion, Endpoint, Host, hostport
+from bastionctl.system.home import user_id
 
 BANNER_TIMEOUT = 5.0
 CLOCK_TOLERANCE = 15.0  # half a TOTP step
@@ -420,7 +420,7 @@ def local_checks(endpoint: Endpoint, config: Config, secrets: Any) -> list[Check
                     f"chmod 600 {key}",
                 )
             )
-        elif key.stat().st_uid != os.getuid():
+        elif (uid := user_id()) is not None and key.stat().st_uid != uid:
             checks.append(
                 Check(
                     endpoint.alias, "identity file", Status.WARN, f"{key} belongs to another user"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -25,6 +24,8 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from bastionctl import paths
 from bastionctl.errors import SecretStoreError, UsageError
+from bastionctl.system.files import private_dir
+from bastionctl.system.locks import file_lock
 
 KEYRING_SERVICE = "bastionctl"
 TOTP_PROMPT_RE = re.compile(
@@ -200,10 +201,12 @@ class UsedSteps:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, int]]:
-        paths.private_dir(self.path.parent)
+        private_dir(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "r+", encoding="utf-8") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        with (
+            file_lock(self.path.with_suffix(".lock")),
+            os.fdopen(fd, "r+", encoding="utf-8") as handle,
+        ):
             try:
                 raw = handle.read()
                 data = json.loads(raw) if raw.strip() else {}

@@ -12,8 +12,13 @@ APP = "bastionctl"
 CONFIG_ENV = "BASTIONCTL_CONFIG"
 
 
+def _dirs() -> platformdirs.PlatformDirs:
+    # No "author" level on Windows: %LOCALAPPDATA%\bastionctl, not ...\bastionctl\bastionctl.
+    return platformdirs.PlatformDirs(APP, appauthor=False)
+
+
 def config_dir() -> Path:
-    return Path(platformdirs.user_config_dir(APP))
+    return Path(_dirs().user_config_dir)
 
 
 def default_config_file() -> Path:
@@ -31,11 +36,16 @@ def ssh_include_file() -> Path:
 
 
 def cache_dir() -> Path:
-    return Path(platformdirs.user_cache_dir(APP))
+    return Path(_dirs().user_cache_dir)
 
 
 def state_dir() -> Path:
-    return Path(platformdirs.user_state_dir(APP))
+    return Path(_dirs().user_state_dir)
+
+
+def data_dir() -> Path:
+    """The user's own data (on Windows the local, not the roaming, app data)."""
+    return Path(_dirs().user_data_dir)
 
 
 def runtime_dir() -> Path:
@@ -43,16 +53,9 @@ def runtime_dir() -> Path:
     # /tmp/runtime-UID and warns on stderr each time; the fallback is fine (made 0700 where used).
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return Path(platformdirs.user_runtime_dir(APP))
+        return Path(_dirs().user_runtime_dir)
 
 
 def env_config_file() -> Path | None:
     value = os.environ.get(CONFIG_ENV)
     return Path(value).expanduser() if value else None
-
-
-def private_dir(path: Path) -> Path:
-    """Create `path` (and parents) and make it readable by its owner only."""
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o700)
-    return path

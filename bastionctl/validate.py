@@ -12,6 +12,11 @@ ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 USER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 SERVICE_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+# What ssh config carries in a path without escapes (a space only inside double quotes):
+# letters and digits of any script (a Windows profile may be C:\Users\José), _ . / ~ + @ : , % -
+SSH_PATH_RE = re.compile(r"[\w./~+@:,% -]+")
+# A drive letter and a separator, or a UNC share (two backslashes, then the server).
+WINDOWS_ABSOLUTE_RE = re.compile(r"[A-Za-z]:[\\/]|\\\\[^\\/]")
 
 
 def alias(value: str) -> str:
@@ -65,11 +70,38 @@ def port(value: object) -> int:
     return value
 
 
-def path(value: str) -> str:
+def is_windows_absolute(value: str) -> bool:
+    """`C:\\...`, `C:/...` or a UNC path: absolute on Windows, whatever OS this is."""
+    return WINDOWS_ABSOLUTE_RE.match(value) is not None
+
+
+def path(value: str, *, backslash_separates: bool = False) -> str:
+    """A file path as ssh config carries it: returned with `/` as its separator.
+
+    The same check serves the config (a bad value is a config error) and the ssh config
+    renderer (which never writes a value this refuses), so what one accepts the other can
+    write. A backslash separates in a Windows absolute path (`C:\\Users\\me\\.ssh\\id`), and
+    in any path when `backslash_separates` (on Windows); elsewhere it is refused, as ssh
+    config would read it as an escape. Spaces are allowed inside (the path is then written
+    in double quotes); quotes, `#`, `=` and other characters ssh config gives a meaning are
+    not. `%` is allowed (written as `%%` where ssh would expand it).
+    """
     if not value or any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise ValueError("must be a non-empty path without control characters")
-    if any(c.isspace() for c in value):
-        raise ValueError("must not contain whitespace (ssh config cannot carry it safely)")
+    if "\\" in value:
+        if not (backslash_separates or is_windows_absolute(value)):
+            raise ValueError(
+                "has a backslash, a separator only in Windows paths such as "
+                "C:\\Users\\me\\.ssh\\id (write / here)"
+            )
+        value = value.replace("\\", "/")
+    if value != value.strip(" "):
+        raise ValueError("must not start or end with a space")
+    if not SSH_PATH_RE.fullmatch(value):
+        raise ValueError(
+            "may only have letters, digits, spaces and _ . / ~ + @ : , % - "
+            "(ssh config cannot carry others safely)"
+        )
     return value
 
 

@@ -37,6 +37,31 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     yield home
 
 
+@pytest.fixture
+def platform_view(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """bastionctl as on another OS (parametrize indirectly with None, "darwin" or "win32"): what
+    that OS's Python lacks is taken away, in this process and the ones it starts."""
+    from bastionctl.system import api
+
+    name: str | None = getattr(request, "param", None)
+    if name:
+        monkeypatch.setenv(api.VIEW_SETTING, name)
+    else:
+        monkeypatch.delenv(api.VIEW_SETTING, raising=False)
+    caches = (api.view, api.has, api.is_wsl)
+    for cache in caches:
+        cache.cache_clear()
+    yield name or "native"
+    monkeypatch.undo()
+    for cache in caches:
+        cache.cache_clear()
+
+
+VIEWS = pytest.mark.parametrize(
+    "platform_view", [None, "darwin", "win32"], indirect=True, ids=["native", "darwin", "win32"]
+)
+
+
 @pytest.fixture(scope="session")
 def resolvers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, unbound.Unbound]]:
     """Three real resolvers: plain, DNS64 with 64:ff9b::/96, DNS64 with a /64 of its own."""

@@ -6,6 +6,7 @@ on the group in `app`; `main` turns every error into one line on stderr and an e
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -18,9 +19,21 @@ from bastionctl.errors import BastionctlError, ExitStatus
 
 __all__ = ["cli", "doctor", "export", "hosts", "lab", "main", "otp", "tunnel"]
 
+# bastionctl.askpass.ASKPASS_ENV (that module loads paramiko, so it is not imported here).
+ASKPASS_ENV = "BASTIONCTL_ASKPASS"
+
+
+def askpass_args(args: list[str]) -> list[str]:
+    """Run as ssh's SSH_ASKPASS program (Windows: ssh runs a program, not a script): with
+    BASTIONCTL_ASKPASS=1 and exactly one argument that is not an option, that argument is
+    the prompt and this is `bastionctl askpass PROMPT`; anything else is the normal CLI."""
+    if os.environ.get(ASKPASS_ENV) == "1" and len(args) == 1 and not args[0].startswith("-"):
+        return ["askpass", "--", args[0]]
+    return args
+
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = askpass_args(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args
     try:
         result = cli.main(args=args, prog_name="bastionctl", standalone_mode=False)

@@ -117,8 +117,8 @@ def cli(ctx: click.Context, config_path: Path | None, debug: bool, verbose: bool
             click.echo(ctx.get_help())
             err("bastionctl: the TUI needs a terminal; the commands above work without one")
             return
+        from bastionctl.system.cpu import CpuKeeper
         from bastionctl.tui.app import create_app
-        from bastionctl.tunnels.affinity import CpuKeeper
 
         CpuKeeper().start()  # the TUI holds tunnels itself (see affinity)
         create_app(config_path).run()

@@ -123,6 +123,7 @@ def ssh_command(app: App, host: str, ssh_args: tuple[str, ...]) -> None:
     import shutil
 
     from bastionctl.askpass import plain_ssh_environment
+    from bastionctl.system import api
 
     inventory = app.config.inventory
     if host not in inventory.hosts and host not in inventory.bastions:
@@ -132,6 +133,21 @@ def ssh_command(app: App, host: str, ssh_args: tuple[str, ...]) -> None:
     config_file, env = plain_ssh_environment(
         render_ssh_config(app), app.static_config.settings, app.static_config.path
     )
+    argv = ["ssh", "-F", str(config_file), host, *ssh_args]  # HOST is an inventory alias
     sys.stdout.flush()
-    # Replaces this process: ssh owns the terminal from here; HOST is an inventory alias.
-    os.execvpe("ssh", ["ssh", "-F", str(config_file), host, *ssh_args], env)  # noqa: S606
+    if api.family() == "windows":
+        # Windows has no exec: os.execvpe starts ssh and ends this process, and the shell
+        # would take the console back while ssh still runs. So wait for ssh, whose exit
+        # status is ours; a Ctrl-C reaches ssh too (same console), which decides.
+        import subprocess
+
+        child = subprocess.Popen(argv, env=env)
+        while True:
+            try:
+                status = child.wait()
+                break
+            except KeyboardInterrupt:
+                continue
+        raise click.exceptions.Exit(status)
+    # Replaces this process: ssh owns the terminal from here.
+    os.execvpe("ssh", argv, env)  # noqa: S606

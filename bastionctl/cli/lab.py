@@ -29,6 +29,14 @@ def _lab_spec() -> Any:
 @cli.group()
 def lab() -> None:
     """The local 2FA lab: bastion + private hosts in network namespaces (root, Linux)."""
+    from bastionctl.system import api
+
+    # Before anything of the lab is imported: it is made of Linux namespaces and accounts.
+    if api.family() != "linux":
+        raise UsageError(
+            "the lab needs Linux (network namespaces); bastionctl itself works here",
+            "run the lab on a Linux machine or VM",
+        )
 
 
 @lab.command("up")

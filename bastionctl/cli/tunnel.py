@@ -190,17 +190,32 @@ def run_tunnel(
         err(f"bastionctl: {message}")
 
     if detach:
+        from bastionctl.tunnels import launch as launching
         from bastionctl.tunnels.client import open_detached
-        from bastionctl.tunnels.launch import start_client
 
         info = open_detached(request, ask=terminal_ask, notify=notify)
         click.echo(f"Tunnel {info.id} open in the background: {spec.label}")
         click.echo(f"  listening on {info.local}")
         click.echo(f"  connect with: {info.connection}")
+        note = launching.wsl_note(spec.bind, info.local_port)
+        if note is not None:
+            click.echo(f"  {note}")
         click.echo(f"Stop it with: bastionctl tunnel stop {info.id}")
-        client = start_client(spec, info.local_port, launch, rdp_file, client_args, err)
-        if client is not None:
-            raise click.exceptions.Exit(client.wait())
+        launching.write_requested_rdp_file(spec, info.local_port, rdp_file, err)
+        if not launch:
+            return
+        client = launching.start_client(spec, info.local_port, client_args, err, rdp_file)
+        if client is None:
+            return
+        if not client.command.hands_off:
+            raise click.exceptions.Exit(client.process.wait())
+        # A launcher that hands the client to the OS (macOS `open`): its status says only
+        # whether the hand-off worked; the tunnel lives on in the agent either way.
+        status = launching.wait_handoff(client)
+        stays = f"the tunnel stays up until `bastionctl tunnel stop {info.id}`"
+        err(f"bastionctl: {launching.handoff_message(client, status)}; {stays}")
+        if status:
+            raise click.exceptions.Exit(1)
         return
     from bastionctl.tunnels.foreground import run_foreground
 

@@ -12,6 +12,7 @@ from typing import Any
 from bastionctl import paths
 from bastionctl.atomic import write_atomic
 from bastionctl.config import Ec2Source
+from bastionctl.system.files import private_dir
 
 VERSION = 1
 # What else decides what a source returns when the config leaves it to the AWS defaults.
@@ -78,5 +79,5 @@ def write(path: Path, entries: dict[str, RegionEntry]) -> None:
             for region, entry in sorted(entries.items())
         },
     }
-    paths.private_dir(path.parent)
+    private_dir(path.parent)
     write_atomic(path, json.dumps(data, separators=(",", ":")))

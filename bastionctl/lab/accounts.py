@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import os
 import pwd
+import sys
 from pathlib import Path
 
 import pyotp
 
+from bastionctl.errors import LabError
+
 from . import configs, system
 from .spec import BASTION, DOMAIN, TARGETS, LabSpec
+from .system import LINUX_ONLY
 
 
 def user_exists(user: str) -> bool:
+    if sys.platform != "linux":
+        raise LabError(LINUX_ONLY)
     try:
         pwd.getpwnam(user)
     except KeyError:
@@ -21,6 +27,8 @@ def user_exists(user: str) -> bool:
 
 
 def create_users(spec: LabSpec) -> None:
+    if sys.platform != "linux":
+        raise LabError(LINUX_ONLY)
     for user, defaults in ((spec.op_user, True), (spec.bulk_user, False)):
         home = spec.root / "home" / user
         if not user_exists(user):

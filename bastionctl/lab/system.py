@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -59,8 +60,16 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+# The lab is made of Linux namespaces. Functions using Linux-only calls start with
+# `if sys.platform != "linux": raise LabError(LINUX_ONLY)`, which the type checker, run per
+# platform, understands.
+LINUX_ONLY = "the lab needs Linux (network namespaces)"
+
+
 def reap() -> None:
     """Collect exited children so they do not linger as zombies."""
+    if sys.platform != "linux":
+        raise LabError(LINUX_ONLY)
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
@@ -72,6 +81,8 @@ def reap() -> None:
 
 def stop(pid: int, timeout: float = 5.0) -> bool:
     """SIGTERM, then SIGKILL after `timeout`; True if the process was running."""
+    if sys.platform != "linux":
+        raise LabError(LINUX_ONLY)
     if not alive(pid):
         return False
     try:

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import fcntl
-import os
 import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bastionctl import validate
 from bastionctl.atomic import write_atomic
 from bastionctl.errors import BastionctlError
 from bastionctl.paths import ssh_include_file
+from bastionctl.system.locks import file_lock
 
 BEGIN = "# >>> bastionctl managed block >>>"
 END = "# <<< bastionctl managed block <<<"
@@ -62,11 +62,19 @@ def _newline(text: str | None) -> str:
 
 
 def include_line(include_path: Path, ssh_dir: Path) -> str:
+    """`Include PATH` (relative to ~/.ssh when inside it): `/`-separated, which Windows
+    OpenSSH reads too, and in double quotes when it has a space."""
     try:
-        shown = str(include_path.relative_to(ssh_dir))
+        shown = include_path.relative_to(ssh_dir).as_posix()
     except ValueError:
-        shown = str(include_path)
-    return f"Include {shown}"
+        shown = include_path.as_posix()
+    try:
+        shown = validate.path(shown)
+    except ValueError as exc:
+        raise BastionctlError(
+            f"cannot name {include_path} in ~/.ssh/config: {exc}", "choose another --write PATH"
+        ) from None
+    return f'Include "{shown}"' if " " in shown else f"Include {shown}"
 
 
 def with_include(config: str | None, line: str) -> str:
@@ -113,20 +121,17 @@ def with_block(config: str | None, body: str) -> str:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    lock_path = path.with_name(f".{path.name}.bastionctl.lock")
+    lock = file_lock(path.with_name(f".{path.name}.bastionctl.lock"))
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        lock.acquire()
     except OSError as exc:
         raise BastionctlError(
             f"cannot write in {path.parent}: {exc.strerror}", "check its permissions"
         ) from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            lock_path.unlink()
+        lock.release()
 
 
 def plan(path: Path, new: str) -> Change:
@@ -146,12 +151,14 @@ def install_changes(
     return [plan(target, text), plan(config_file, with_include(read_existing(config_file), line))]
 
 
-def install(changes: list[Change], control_dir: Path) -> list[tuple[Change, Path | None]]:
-    """Write every change (the ControlPath directory first); each with its backup, if any."""
-    try:
-        control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BastionctlError(f"cannot create {control_dir}: {exc.strerror}") from None
+def install(changes: list[Change], control_dir: Path | None) -> list[tuple[Change, Path | None]]:
+    """Write every change (the ControlPath directory first, when the flavour has one: None
+    for Windows OpenSSH); each with its backup, if any."""
+    if control_dir is not None:
+        try:
+            control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BastionctlError(f"cannot create {control_dir}: {exc.strerror}") from None
     return [(change, apply(change)) for change in changes]
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import paramiko
 
 from bastionctl.ssh import seam
+from bastionctl.system import api
 
 
 class SocketDelivery:
@@ -40,6 +41,8 @@ class SocketDelivery:
         self._eof = False
         self._broken = False  # the client socket failed: later data is dropped
         self._unsent_ack = 0  # window the transport thread could not reopen itself
+        # A send that never blocks; where there is none (Windows) every packet takes run().
+        self._dontwait = api.nonblocking_send_flag()
 
     @property
     def queued(self) -> int:
@@ -68,9 +71,9 @@ class SocketDelivery:
         with self._cv:
             if self._broken:
                 return
-            if not self._queued_size and not self._sending:
+            if self._dontwait is not None and not self._queued_size and not self._sending:
                 try:
-                    sent = self._sock.send(chunk, socket.MSG_DONTWAIT)
+                    sent = self._sock.send(chunk, self._dontwait)
                 except BlockingIOError:
                     sent = 0
                 except OSError:

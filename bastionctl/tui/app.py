@@ -490,17 +490,35 @@ class BastionApp(App[None]):
     def launch_client(self, tunnel: TunnelInfo) -> None:
         from bastionctl.tunnels import launch
 
+        host = self.endpoint(tunnel.host)  # the Windows user a .rdp file names (macOS)
+        windows = isinstance(host, Host) and host.platform == "windows"
+        username = host.user if windows and host is not None else None
         try:
-            command = launch.client_for(tunnel.service, tunnel.bind, tunnel.local_port)
+            command = launch.ready_command(
+                tunnel.service, tunnel.bind, tunnel.local_port, tunnel.host, username
+            )
             if command.terminal:
                 launch.check_installed(command)
                 self.call_from_thread(self.run_in_terminal, command, tunnel.connection)
                 return
-            launch.launch(command)
+            process = launch.launch(command)
         except BastionctlError as exc:
             self.call_from_thread(self.say, str(exc), "error")
             return
-        self.call_from_thread(self.say, f"started {command.argv[0]} for {tunnel.host}")
+        except OSError as exc:
+            self.call_from_thread(self.say, f"cannot start the client: {exc}", "error")
+            return
+        note = launch.wsl_note(tunnel.bind, tunnel.local_port)
+        if note is not None:
+            self.call_from_thread(self.log_line, note)
+        if not command.hands_off:
+            self.call_from_thread(self.say, f"started {command.argv[0]} for {tunnel.host}")
+            return
+        # macOS `open` returns once the client has it: its status says whether that worked.
+        launched = launch.Launched(command, process, launch.client_name(tunnel.service))
+        status = launch.wait_handoff(launched)
+        message = f"{launch.handoff_message(launched, status)} for {tunnel.host}"
+        self.call_from_thread(self.say, message, "error" if status else "information")
 
     def run_in_terminal(self, command: ClientCommand, connection: str) -> None:
         """A terminal client (mysql, sqlcmd) gets the terminal until it exits; then we resume."""
@@ -508,7 +526,7 @@ class BastionApp(App[None]):
 
         from textual.app import SuspendNotSupported
 
-        from bastionctl.tunnels.affinity import unpinned
+        from bastionctl.system.cpu import unpinned
 
         try:
             with self.suspend(), unpinned():

@@ -1,9 +1,9 @@
 """Per-process control sockets: how `tunnel list` / `tunnel stop` reach every process's tunnels.
 
-Each bastionctl process that holds tunnels listens on `<runtime>/tunnels/<name>.sock`. The
-socket is a privilege boundary (it leads to authenticated paths into a private network), so
-the directory is 0700, the socket 0600, and every peer's uid is checked with SO_PEERCRED.
-What is said on it is in `protocol`.
+Each bastionctl process that holds tunnels serves one, published in `<runtime>/tunnels/` as
+`<name>.sock` (a Unix socket) or `<name>.tcp` (a loopback port, where there are no Unix
+sockets). It is a privilege boundary: the channel (bastionctl.system.channel) lets only this
+user's processes talk, and checks both ends. What is said on it is in `protocol`.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ import contextlib
 import logging
 import os
 import socket
-import struct
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bastionctl import paths
 from bastionctl.errors import BastionctlError, ProtocolError
+from bastionctl.system import channel
+from bastionctl.system.files import private_dir
 from bastionctl.tunnels import protocol
 from bastionctl.tunnels.protocol import Failed, Message, Reply, Request
 
@@ -26,20 +27,20 @@ log = logging.getLogger(__name__)
 
 
 def sockets_dir() -> Path:
-    return paths.private_dir(paths.runtime_dir() / "tunnels")
+    return private_dir(paths.runtime_dir() / "tunnels")
 
 
 def agent_socket() -> Path:
-    return sockets_dir() / "agent.sock"
+    return channel.endpoint(sockets_dir(), "agent")
 
 
 def process_socket(pid: int) -> Path:
     """The control socket of a foreground tunnel or TUI process."""
-    return sockets_dir() / f"{pid}.sock"
+    return channel.endpoint(sockets_dir(), str(pid))
 
 
 class Connection:
-    """One control conversation over a Unix socket: typed messages, one per line."""
+    """One control conversation: typed messages, one per line."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -62,15 +63,7 @@ class Connection:
             self.sock.close()
 
 
-def peer_uid(sock: socket.socket) -> int:
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
-
-
 Handler = Callable[[Request, Connection], Reply]
-# One staging name per process: servers of one process start one after another.
-_staging_lock = threading.Lock()
 
 
 class ControlServer:
@@ -84,28 +77,8 @@ class ControlServer:
 
     def start(self) -> None:
         """Listen on `path`; the file appears only once connections are accepted."""
-        paths.private_dir(self.path.parent)
-        # Bound and listening under a temporary name first, then renamed into place: whoever
-        # sees the file can connect (a starting agent is not mistaken for a dead one). The
-        # name is no longer than the final one: Unix socket paths are short (108 bytes).
-        staging = self.path.with_name(f".{os.getpid()}.s")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        with _staging_lock:
-            staging.unlink(missing_ok=True)
-            # The umask makes the socket 0600 from the moment it exists, with no window.
-            old = os.umask(0o177)
-            try:
-                sock.bind(str(staging))
-            finally:
-                os.umask(old)
-            try:
-                sock.listen(16)
-                os.replace(staging, self.path)
-            except OSError:
-                sock.close()
-                staging.unlink(missing_ok=True)
-                raise
-        self._sock = sock
+        private_dir(self.path.parent)
+        self._sock = channel.listen(self.path)
         threading.Thread(target=self._serve, name="control", daemon=True).start()
 
     def _serve(self) -> None:
@@ -120,9 +93,7 @@ class ControlServer:
     def _handle(self, client: socket.socket) -> None:
         conn = Connection(client)
         try:
-            uid = peer_uid(client)
-            if uid != os.getuid():
-                log.warning("refused a control connection from uid %s", uid)
+            if not channel.admit(client):
                 return
             while True:
                 try:
@@ -156,19 +127,13 @@ class ControlServer:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        channel.unpublish(self.path)
 
 
 def connect(path: Path, timeout: float | None = 10) -> Connection:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(str(path))
-    except OSError:
-        sock.close()
-        raise
-    return Connection(sock)
+    """A conversation with the process behind `path`: OSError when none listens there, a
+    BastionctlError when it is not this user's."""
+    return Connection(channel.connect(path, timeout))
 
 
 def request(path: Path, message: Request, timeout: float = 10) -> Message | None:
@@ -183,15 +148,4 @@ def request(path: Path, message: Request, timeout: float = 10) -> Message | None
 
 def live_sockets() -> Iterator[Path]:
     """Every control socket with a process behind it; sockets of dead processes are removed."""
-    for path in sorted(sockets_dir().glob("*.sock")):
-        try:
-            conn = connect(path, timeout=2)
-        except (ConnectionRefusedError, FileNotFoundError):
-            # Its process is gone (killed: it could not clean up); so is its pid file.
-            for stale in (path, path.with_suffix(".pid")):
-                stale.unlink(missing_ok=True)
-            continue
-        except OSError:
-            continue
-        conn.close()
-        yield path
+    return channel.live(sockets_dir())

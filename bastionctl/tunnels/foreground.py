@@ -1,4 +1,6 @@
-"""A tunnel in the foreground of a terminal: up until Ctrl-C, SIGTERM, `tunnel stop` or its client.
+"""A tunnel in the foreground of a terminal: up until Ctrl-C, SIGTERM, `tunnel stop` or the end of
+the client it launched (not of a launcher that hands the client to the OS and returns at once,
+like macOS `open`).
 
 The process serves its control socket meanwhile, so `tunnel list` and `tunnel stop` in other
 terminals see its tunnel.
@@ -18,14 +20,22 @@ from bastionctl.errors import ConnectError
 from bastionctl.model import TunnelSpec, hostport
 from bastionctl.otp import SecretStore, UsedSteps
 from bastionctl.ssh.connect import Session
+from bastionctl.system.cpu import CpuKeeper
 from bastionctl.tunnels import control
-from bastionctl.tunnels.affinity import CpuKeeper
-from bastionctl.tunnels.launch import Line, start_client
+from bastionctl.tunnels.launch import (
+    Line,
+    handoff_message,
+    start_client,
+    write_requested_rdp_file,
+    wsl_note,
+)
 from bastionctl.tunnels.manager import ManagedTunnel, TunnelManager
 from bastionctl.tunnels.protocol import TunnelEvent, TunnelState
 from bastionctl.tunnels.service import TunnelService
 
 Ask = Callable[[str, bool], str]
+
+STAYS_UP = "the tunnel stays up until Ctrl-C"
 
 
 class _Terminated(Exception):
@@ -47,7 +57,8 @@ def run_foreground(
     rdp_file: Path | None = None,
     client_args: Sequence[str] = (),
 ) -> int:
-    """Hold `spec` open until the person ends it; the exit status (the client's, if launched).
+    """Hold `spec` open until the person ends it; the exit status (the launched client's, if
+    its end was the tunnel's).
 
     A tunnel that fails raises ConnectError with the reason.
     """
@@ -113,22 +124,35 @@ def _hold(
     rdp_file: Path | None,
     client_args: Sequence[str],
 ) -> int | None:
-    """Say where the tunnel is and wait: the launched client's status, or None when it ended."""
+    """Say where the tunnel is and wait: the launched client's status, or None when it ended.
+
+    A launcher that hands the client to the OS and returns at once (macOS `open`) does not end
+    the tunnel: it stays up until Ctrl-C or `tunnel stop`.
+    """
     port = active.local_port
     # Written before the banner: whoever waits for "connect with" finds the file.
-    start_client(spec, port, False, rdp_file, (), err)
+    write_requested_rdp_file(spec, port, rdp_file, err)
     out(f"Tunnel open: {spec.label} via {spec.bastion.alias}")
     listening = " and ".join(hostport(a, port) for a in active.forwarder.addresses())
     remote = hostport(spec.remote_host, spec.remote_port)
     out(f"  listening on {listening} -> {remote} on {spec.host.alias}")
     out(f"  connect with: {spec.connection_string(port)}")
+    note = wsl_note(spec.bind, port)
+    if note is not None:
+        out(f"  {note}")
     out("Press Ctrl-C to close.")
     sys.stdout.flush()
-    client = start_client(spec, port, launch_client, None, client_args, err)
+    client = start_client(spec, port, client_args, err, rdp_file) if launch_client else None
     while active.state not in (TunnelState.FAILED, TunnelState.CLOSED):
-        if client is not None and client.poll() is not None:
+        status = client.process.poll() if client is not None else None
+        if client is not None and status is not None:
+            if client.command.hands_off:
+                # The launcher's end, not the client's: the tunnel stays for the client.
+                err(f"bastionctl: {handoff_message(client, status)}; {STAYS_UP}")
+                client = None
+                continue
             # The client was the point of this tunnel: its end is ours.
-            out(f"Client exited with status {client.returncode}; tunnel closed.")
-            return client.returncode
+            out(f"Client exited with status {status}; tunnel closed.")
+            return status
         time.sleep(0.2)
     return None

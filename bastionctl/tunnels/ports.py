@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
 from pathlib import Path
 
 from bastionctl import paths
+from bastionctl.system.files import private_dir
+from bastionctl.system.locks import file_lock
 
 
 class PortBook:
@@ -31,10 +30,8 @@ class PortBook:
 
     def remember(self, key: str, port: int, replace: bool) -> None:
         """Record `port` for `key`; without `replace`, only when nothing is recorded yet."""
-        paths.private_dir(self.path.parent)
-        lock = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        private_dir(self.path.parent)
+        with file_lock(self.path.with_suffix(".lock")):
             data = self._read()
             if data.get(key) == port or (key in data and not replace):
                 return
@@ -42,6 +39,3 @@ class PortBook:
             from bastionctl.atomic import write_atomic
 
             write_atomic(self.path, json.dumps(data, sort_keys=True, indent=1) + "\n")
-        finally:
-            with contextlib.suppress(OSError):
-                os.close(lock)

@@ -15,7 +15,9 @@ import pytest
 
 from bastionctl.lab import LabInfo, restart_target_sshd
 from bastionctl.otp import parse_secret
+from bastionctl.tunnels import control
 from bastionctl.tunnels.protocol import TunnelEvent, TunnelState
+from tests.conftest import VIEWS
 
 from .helpers import LogWatch, TunnelProcess, free_port, listening, run_cli
 from .test_manager import LabSecrets, children_of, manager_for, wait_for
@@ -36,7 +38,10 @@ def logins(watch: LogWatch) -> int:
     return sum("Accepted keyboard-interactive" in line for line in watch.lines())
 
 
-def test_detach_list_stop_across_processes(lab: LabInfo, bulk_config: Path) -> None:
+@VIEWS
+def test_detach_list_stop_across_processes(
+    lab: LabInfo, bulk_config: Path, platform_view: str
+) -> None:
     watch = LogWatch(lab.bastion_sshd_log)
     ports = [free_port(), free_port()]
     first = run_cli(
@@ -51,6 +56,8 @@ def test_detach_list_stop_across_processes(lab: LabInfo, bulk_config: Path) -> N
     )
     assert first.returncode == 0, first.stderr
     assert f"connect with: 127.0.0.1,{ports[0]}" in first.stdout
+    # The agent serves the control channel of this platform view (.sock, or .tcp on Windows).
+    assert control.agent_socket().exists()
     second = run_cli(
         "--config",
         str(bulk_config),

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bastionctl.lab import LabInfo
+from bastionctl.system import api
 
 from .helpers import LogWatch, run_cli
 
@@ -91,3 +92,44 @@ def test_exported_config_is_accepted_by_ssh_dash_g(
         assert options["hostname"] == host.ipv6
         assert options["user"] == lab.bulk_user
         assert options["proxyjump"] == "server-01"
+
+
+def test_windows_view_ssh_through_the_bastion_with_the_console_script_askpass(
+    lab: LabInfo, bulk_config: Path, isolated_dirs: Path
+) -> None:
+    """As on Windows: no ControlMaster in the config, SSH_ASKPASS is the `bastionctl` program
+    (BASTIONCTL_ASKPASS=1), and `bastionctl ssh` waits for ssh instead of exec'ing it."""
+    env = {**os.environ, "HOME": str(isolated_dirs), api.VIEW_SETTING: "win32"}
+    exported = run_cli("--config", str(bulk_config), "ssh-config", env=env)
+    assert exported.returncode == 0, exported.stderr
+    assert "ControlMaster" not in exported.stdout.replace("no ControlMaster:", "")
+    assert "ControlPath" not in exported.stdout and "ControlPersist" not in exported.stdout
+    assert exported.stdout.count("    ServerAliveInterval ") == 1 + len(lab.hosts)
+    watch = LogWatch(lab.bastion_sshd_log)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bastionctl",
+            "--config",
+            str(bulk_config),
+            "ssh",
+            "server-02",
+            "-o",
+            "BatchMode=no",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    run_dir = isolated_dirs / "run" / "bastionctl"
+    assert (run_dir / "ssh_config").read_text() == exported.stdout
+    assert not (run_dir / "askpass").exists()  # the POSIX helper script was not used
+    calls = (isolated_dirs / "state" / "bastionctl" / "askpass.log").read_text().splitlines()
+    assert len(calls) == 1 and calls[0].endswith("totp server-01")
+    time.sleep(0.3)
+    assert sum("Accepted keyboard-interactive" in line for line in watch.lines()) == 1

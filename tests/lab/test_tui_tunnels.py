@@ -18,6 +18,7 @@ from bastionctl.tui.app import BastionApp, create_app
 from bastionctl.tui.quit_dialog import QuitDialog
 from bastionctl.tui.totp_dialog import TotpDialog
 from bastionctl.tui.tunnel_panel import TunnelPanel
+from tests.conftest import VIEWS
 from tests.tui import pilot as pilot_helpers
 from tests.tui.pilot import log_text, ready
 
@@ -193,7 +194,10 @@ async def test_detached_tunnels_of_other_processes_show_and_stop(
     assert listed.returncode == 0 and "server-04" not in listed.stdout
 
 
-async def test_quit_can_leave_tunnels_running_in_the_agent(lab: LabInfo, bulk_config: Path) -> None:
+@VIEWS
+async def test_quit_can_leave_tunnels_running_in_the_agent(
+    lab: LabInfo, bulk_config: Path, platform_view: str
+) -> None:
     tui = create_app(bulk_config, watch_others=False, check_dns=False)
     async with tui.run_test(size=(130, 40)) as pilot:
         await ready(pilot, tui)

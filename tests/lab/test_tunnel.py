@@ -17,6 +17,7 @@ import pyotp
 import pytest
 
 from bastionctl.lab import LabInfo
+from tests.conftest import VIEWS
 
 from .conftest import OpPacer
 from .helpers import (
@@ -57,7 +58,10 @@ def mysql_cli(lab: LabInfo, port: int, query: str) -> str:
     return result.stdout
 
 
-def test_mysql_client_through_default_tunnel(lab: LabInfo, bulk_config: Path) -> None:
+@VIEWS
+def test_mysql_client_through_default_tunnel(
+    lab: LabInfo, bulk_config: Path, platform_view: str
+) -> None:
     assert not listening(53306), "port 53306 is taken on this machine"
     with TunnelProcess(["--config", str(bulk_config), "tunnel", "mysql", "server-02"]) as tunnel:
         assert tunnel.ready, tunnel.stdout_lines

@@ -359,8 +359,7 @@ def agent_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[AgentThread]:
     agent.thread = threading.Thread(target=agent.run, name="test-agent", daemon=True)
     agent.thread.start()
     try:
-        # The pid file, not the socket: the socket exists a moment before it listens, and a
-        # connection refused then would make ensure_agent remove it and start another agent.
+        # The pid file: written (whole) once the agent listens.
         assert wait_for(agent_pid_file().exists, 10), agent.errors
         assert int(agent_pid_file().read_text()) == os.getpid()
         yield agent

@@ -14,6 +14,7 @@ import pytest
 
 from bastionctl.config import load_config
 from bastionctl.errors import ProtocolError, UsageError
+from bastionctl.system import channel
 from bastionctl.tunnels import client, control, protocol
 from bastionctl.tunnels.manager import ManagedTunnel, TunnelManager
 from bastionctl.tunnels.protocol import (
@@ -33,6 +34,7 @@ from bastionctl.tunnels.service import TunnelService
 from bastionctl.tunnels.spec import build_spec
 from tests.lab.helpers import listening
 from tests.ssh.helpers import echo_roundtrip, make_session, refusing_ask, wait_for
+from tests.ssh.services import refused_port
 from tests.ssh.world import World
 
 
@@ -65,9 +67,7 @@ def served(ssh_world: World, bulk_config: Path, tmp_path: Path) -> Iterator[Serv
 
 def talk_raw(path: Path, line: bytes) -> tuple[protocol.Message | None, bytes]:
     """Send `line` as is; the one decoded reply and whatever followed it before EOF."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(10)
-        sock.connect(str(path))
+    with channel.connect(path, timeout=10) as sock:  # past the peer check, whatever it is
         sock.sendall(line)
         sock.shutdown(socket.SHUT_WR)  # a well-formed conversation ends when we hang up
         data = b""
@@ -147,16 +147,24 @@ def test_stopping_an_unknown_id_is_a_usage_error_naming_it(served: Served) -> No
     assert [t.id for t in client.all_tunnels()] == [served.tunnel.id]
 
 
+def plant_dead_endpoint(name: str) -> Path:
+    """What a killed process leaves: its endpoint published, nothing listening behind it."""
+    dead = channel.endpoint(control.sockets_dir(), name)
+    if dead.suffix == channel.UNIX_SUFFIX:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.bind(str(dead))
+            sock.listen(1)
+    else:
+        dead.write_text(f"{refused_port()}\n")
+    assert dead.exists()
+    return dead
+
+
 def test_a_dead_process_socket_is_removed_and_skipped(served: Served) -> None:
-    dead = control.sockets_dir() / "4000000.sock"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.bind(str(dead))
-        sock.listen(1)
-    assert dead.exists()  # closed without unlinking, as a killed process leaves it
+    dead = plant_dead_endpoint("4000000")
     assert list(control.live_sockets()) == [served.server.path]
     assert not dead.exists()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.bind(str(dead))
+    dead = plant_dead_endpoint("4000000")
     assert [t.id for t in client.all_tunnels()] == [served.tunnel.id]
     assert not dead.exists()
 
@@ -196,17 +204,22 @@ def test_a_message_that_is_no_request_gets_a_failed_reply(served: Served) -> Non
 
 def test_a_peer_that_hangs_up_at_once_does_no_harm(served: Served) -> None:
     for _ in range(3):
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.connect(str(served.server.path))
+        if channel.unix_sockets():
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.connect(str(served.server.path))
+        else:
+            port = int(served.server.path.read_text())
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
     reply, _ = talk_raw(served.server.path, protocol.encode(ListTunnels()))
     assert isinstance(reply, Listed) and len(reply.tunnels) == 1
 
 
 def test_the_socket_is_private(served: Served) -> None:
     path = served.server.path
-    assert path == control.sockets_dir() / f"{os.getpid()}.sock"
+    assert path == channel.endpoint(control.sockets_dir(), str(os.getpid()))
     mode = path.stat().st_mode
-    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+    kind = stat.S_ISSOCK(mode) if channel.unix_sockets() else stat.S_ISREG(mode)
+    assert kind and stat.S_IMODE(mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert path.stat().st_uid == os.getuid()
 

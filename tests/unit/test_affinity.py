@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from bastionctl.tunnels.affinity import MARGIN, choose
+from bastionctl.system.cpu import MARGIN, choose
 
 
 def test_stays_while_its_cpu_is_busy_mostly_with_itself() -> None:
@@ -34,7 +34,7 @@ def test_a_cpu_it_may_no_longer_use_is_left() -> None:
 KEEPER = textwrap.dedent(
     """
     import json, os, sys, threading, time
-    from bastionctl.tunnels import affinity
+    from bastionctl.system import cpu as affinity
     before = threading.Thread(target=time.sleep, args=(3,), daemon=True)
     before.start()
     keeper = affinity.CpuKeeper(interval=float(sys.argv[1]))
@@ -106,7 +106,8 @@ def test_bastionctl_cpu_any_leaves_placement_to_the_kernel() -> None:
 LAUNCH = textwrap.dedent(
     """
     import json, os, subprocess
-    from bastionctl.tunnels import affinity, launch
+    from bastionctl.system import cpu as affinity
+    from bastionctl.tunnels import launch
     before = sorted(os.sched_getaffinity(0))
     keeper = affinity.CpuKeeper()
     keeper.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from bastionctl.config import load_config
 from bastionctl.model import Bastion, Host, Inventory
 from bastionctl.render import hosts
-from bastionctl.render.ssh_config import SshOptions, render
+from bastionctl.render.ssh_config import Flavour, SshOptions, render
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = load_config(REPO / "configs" / "example.toml")
@@ -65,7 +66,10 @@ def _hostile_inventory(**fields: str) -> Inventory:
         {"alias": "h ProxyCommand x"},
         {"hostname": "evil.example\r\nProxyCommand x"},
         {"user": 'a"b'},
-        {"identity_file": "/k ey"},
+        {"identity_file": '/k "ey'},
+        {"identity_file": "/k ey\n    ProxyCommand x"},
+        {"identity_file": "/k\\ey"},  # a backslash only separates in the Windows flavour
+        {"identity_file": " /key"},
         {"alias": "h#x"},
         {"bastion": "b\nHost *"},
     ],
@@ -91,27 +95,31 @@ DIRECTIVES = {
 }
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     alias=st.text(min_size=1, max_size=20),
     user=st.text(min_size=1, max_size=20),
     hostname=st.text(min_size=1, max_size=30),
-    key=st.text(min_size=1, max_size=30),
+    key=st.text(min_size=1, max_size=30) | st.sampled_from(["C:\\a b\\k", "/a b", "a\\b"]),
+    flavour=st.sampled_from(Flavour),
 )
 def test_arbitrary_strings_never_add_a_directive(
-    alias: str, user: str, hostname: str, key: str
+    alias: str, user: str, hostname: str, key: str, flavour: Flavour
 ) -> None:
     inventory = _hostile_inventory(
         alias=alias, user=user, hostname=hostname, identity_file=Path(key)
     )  # type: ignore[arg-type]
-    text = render(inventory, SshOptions(), []).text
+    text = render(inventory, SshOptions(), [], flavour=flavour).text
     blocks = text.split("\n\n")[2:]  # header, bastion, then the host if it was kept
     for block in blocks:
         lines = block.strip("\n").splitlines()
         assert lines[0].startswith("Host ") and len(lines[0].split()) == 2
         directives = [line.split()[0] for line in lines[1:]]
         assert set(directives) <= DIRECTIVES and len(directives) == len(set(directives))
-        assert all(line.startswith("    ") and len(line.split()) == 2 for line in lines[1:])
+        for line in lines[1:]:
+            # One argument each; a path with a space is one argument in double quotes.
+            assert line.startswith("    ") and len(shlex.split(line)) == 2
+            assert "\\" not in line and line.count('"') in (0, 2)
 
 
 def test_property_sample_is_accepted_by_ssh(tmp_path: Path) -> None:
@@ -142,3 +150,48 @@ def test_hosts_formats_and_external_checkers(tmp_path: Path) -> None:
         aaaa.setdefault(str(name), []).append(rdata.address)
     assert aaaa["server-02.joeplaa.com."] == ["2001:db8::2"]
     assert aaaa["server-03.joeplaa.com."] == ["2001:db8::3"]
+
+
+CONTROL = ("ControlMaster", "ControlPath", "ControlPersist")
+# What ssh -G reports for directives both flavours write (Control* only the POSIX one).
+SHARED = (
+    "hostname",
+    "user",
+    "port",
+    "identityfile",
+    "identitiesonly",
+    "proxyjump",
+    "userknownhostsfile",
+    "serveraliveinterval",
+    "serveralivecountmax",
+)
+
+
+def test_both_flavours_from_one_config_differ_only_in_connection_sharing(
+    tmp_path: Path,
+) -> None:
+    options = SshOptions(known_hosts=("/etc/bastionctl/known_hosts",))
+    posix = render(EXAMPLE.inventory, options, ["example.toml"], EXAMPLE.services)
+    windows = render(
+        EXAMPLE.inventory, options, ["example.toml"], EXAMPLE.services, flavour=Flavour.WINDOWS
+    )
+    assert not posix.warnings and not windows.warnings
+    posix_lines = posix.text.splitlines()
+    windows_lines = windows.text.splitlines()
+    assert not any(line.split()[0] in CONTROL for line in windows_lines if line.strip())
+    assert sum(line.split()[0] in CONTROL for line in posix_lines if line.strip()) == 3
+    for lines in (posix_lines, windows_lines):
+        assert lines.count("    ServerAliveInterval 15") == 3  # bastion and both hosts
+        assert lines.count("    ServerAliveCountMax 3") == 3
+    # Everything else is the same, line for line (the Windows header has one more line).
+    assert [line for line in posix_lines if not line.strip().startswith(CONTROL)] == [
+        line for line in windows_lines if "Windows OpenSSH" not in line
+    ]
+    for endpoint in [*EXAMPLE.inventory.bastions.values(), *EXAMPLE.inventory.hosts.values()]:
+        seen_posix = ssh_g(posix.text, endpoint.alias, tmp_path)
+        seen_windows = ssh_g(windows.text, endpoint.alias, tmp_path)
+        assert {k: seen_posix.get(k) for k in SHARED} == {k: seen_windows.get(k) for k in SHARED}
+        assert seen_windows["serveraliveinterval"] == "15"
+        assert seen_windows["controlmaster"] == "false"  # ssh's default: nothing set
+        if isinstance(endpoint, Bastion):
+            assert seen_posix["controlmaster"] == "auto"

@@ -1,4 +1,5 @@
-"""Keeping a tunnel-holding process on one CPU.
+"""Keeping a tunnel-holding process on one CPU, where the OS lets a process choose (Linux:
+sched_setaffinity and /proc); elsewhere placement is left to the kernel.
 
 Python runs one thread at a time, and every packet passes from one thread to the next
 (outer transport, inner transport, forwarder). Spread over several CPUs, each hand-over is a
@@ -12,9 +13,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+from bastionctl.system import api
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +45,32 @@ def choose(current: int, busy: dict[int, float], own: float) -> int:
     return current
 
 
+def available() -> bool:
+    """Whether this process can choose its CPUs here."""
+    return api.has("sched_affinity") and api.has("procfs")
+
+
+def _get_affinity() -> set[int]:
+    if sys.platform == "linux" and available():
+        return os.sched_getaffinity(0)
+    raise OSError("no CPU affinity on this OS")
+
+
+def _set_affinity(task: int, cpus: set[int]) -> None:
+    if sys.platform == "linux" and available():
+        os.sched_setaffinity(task, cpus)
+        return
+    raise OSError("no CPU affinity on this OS")
+
+
 def pin(cpu: int) -> None:
     """Move every thread of this process to `cpu`; threads started later inherit it."""
     global _original, _pinned
     if _original is None:
-        _original = os.sched_getaffinity(0)
+        _original = _get_affinity()
     for task in Path("/proc/self/task").iterdir():
         with contextlib.suppress(ProcessLookupError, PermissionError):  # a thread that ended
-            os.sched_setaffinity(int(task.name), {cpu})
+            _set_affinity(int(task.name), {cpu})
     _pinned = cpu
 
 
@@ -62,13 +84,13 @@ def unpinned() -> Iterator[None]:
     if _original is None:
         yield
         return
-    os.sched_setaffinity(0, _original)
+    _set_affinity(0, _original)
     try:
         yield
     finally:
         if _pinned is not None:
             with contextlib.suppress(OSError):
-                os.sched_setaffinity(0, {_pinned})
+                _set_affinity(0, {_pinned})
 
 
 def _cpu_times() -> dict[int, tuple[int, int]]:
@@ -104,7 +126,9 @@ class CpuKeeper:
         self._interval = interval
         self._stop = threading.Event()
         # A process forked from a pinned one starts from what that one had before pinning.
-        self._allowed = sorted(_original if _original is not None else os.sched_getaffinity(0))
+        self._allowed: list[int] = []
+        if available():
+            self._allowed = sorted(_original if _original is not None else _get_affinity())
         self.cpu: int | None = None
 
     def start(self) -> None:

@@ -1,0 +1,47 @@
+"""Reading a line from the person at the controlling terminal, without echo."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+
+from bastionctl.system import api
+
+
+def ask_hidden(prompt: str) -> str | None:
+    """A line typed at the terminal without echo, even when stdin is not the terminal (as for
+    an SSH_ASKPASS helper); None when there is no terminal."""
+    shown = prompt if prompt.endswith(" ") else prompt + " "
+    if sys.platform != "win32" and api.has("termios"):
+        return _ask_tty(shown)
+    # Windows: getpass reads the console itself (msvcrt), whatever stdin is.
+    if not sys.stdin or not sys.stdin.isatty():
+        return None
+    try:
+        return getpass.getpass(shown)
+    except (EOFError, OSError):
+        return None
+
+
+def _ask_tty(shown: str) -> str | None:
+    if sys.platform == "win32":
+        return None
+    import termios
+
+    try:
+        tty = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return None
+    with os.fdopen(tty, "r+b", buffering=0) as handle:
+        old = termios.tcgetattr(tty)
+        new = list(old)
+        new[3] &= ~termios.ECHO
+        handle.write(shown.encode())
+        try:
+            termios.tcsetattr(tty, termios.TCSAFLUSH, new)
+            line = handle.readline().decode(errors="replace")
+        finally:
+            termios.tcsetattr(tty, termios.TCSAFLUSH, old)
+            handle.write(b"\n")
+    return line.rstrip("\r\n")
