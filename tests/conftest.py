@@ -11,6 +11,23 @@ import pytest
 from tests.dns import unbound
 
 
+def _tree(path: Path) -> dict[str, float]:
+    if not path.is_dir():
+        return {}
+    return {str(p): p.lstat().st_mtime for p in [path, *path.rglob("*")]}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def real_ssh_dir_untouched() -> Iterator[None]:
+    """No test writes in the ~/.ssh that ssh itself uses (the passwd home's, not $HOME's)."""
+    from bastionctl.system.home import ssh_home
+
+    ssh_dir = ssh_home() / ".ssh"
+    before = _tree(ssh_dir)
+    yield
+    assert _tree(ssh_dir) == before, f"a test changed {ssh_dir}"
+
+
 @pytest.fixture(autouse=True)
 def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Each test gets its own XDG dirs and a file keyring inside them; nothing touches ~."""

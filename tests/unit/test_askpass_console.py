@@ -36,7 +36,8 @@ SCRIPTS = Path(sys.executable).parent  # this venv's bin/ (Scripts\ on Windows)
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     path = tmp_path / "bastionctl.toml"
-    path.write_text(CONFIG)
+    # ssh puts control sockets under the passwd home, not $HOME: keep them in tmp_path.
+    path.write_text(f'[settings]\ncontrol_path = "{tmp_path}/cm/%C"\n\n' + CONFIG)
     stored = subprocess.run(
         [sys.executable, "-m", "bastionctl", "--config", str(path), "otp", "set", "b"],
         input=SECRET + "\n",
