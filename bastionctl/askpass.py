@@ -1,8 +1,12 @@
 """SSH_ASKPASS for plain OpenSSH: TOTP prompts of known bastions answered from the keyring.
 
-OpenSSH shows keyboard-interactive prompts as "(user@host) Verification code: ". A TOTP
-prompt for a bastion of the inventory with a stored secret gets its code, never one already
-used in this step (it waits for the next); anything else is asked on the terminal.
+OpenSSH shows keyboard-interactive prompts as "(user@host) Verification code: ". Only a TOTP
+prompt of a known form (otp.looks_like_totp_prompt: exactly that, or the config's
+`[settings] totp_prompt` regex matching the whole prompt) for a bastion of the inventory with a
+stored secret gets its code, never one already used in this step (it waits for the next).
+A yes/no question (OpenSSH's host-key question) is never answered with a code: it is shown
+whole on the terminal and the answer typed with echo; anything else (a password, a
+passphrase) is asked there without echo. Without a terminal nothing is answered.
 
 On Linux and macOS `bastionctl ssh` points SSH_ASKPASS at a small shell script running this
 interpreter. Windows OpenSSH runs SSH_ASKPASS as a program, so there it points at the
@@ -20,17 +24,24 @@ import sys
 import time
 from pathlib import Path
 
-from bastionctl import paths
+from bastionctl import paths, sanitise
 from bastionctl.config import Config, Settings
 from bastionctl.errors import BastionctlError
 from bastionctl.model import Bastion
-from bastionctl.otp import SecretStore, TotpSource, UsedSteps, looks_like_totp_prompt
-from bastionctl.ssh.auth import sanitise_prompt
+from bastionctl.otp import (
+    SecretStore,
+    TotpSource,
+    UsedSteps,
+    is_yes_no_question,
+    looks_like_totp_prompt,
+)
 from bastionctl.system import api
-from bastionctl.system.files import private_dir
-from bastionctl.system.terminal import ask_hidden
+from bastionctl.system.files import open_private_log, private_dir, runtime_dir
+from bastionctl.system.terminal import ask_hidden, ask_terminal
 
 PREFIX = re.compile(r"^\((?P<user>[^@()\s]+)@(?P<host>[^()\s]+)\)\s*")
+# OpenSSH (8.4+) sets this for a question that wants a yes or no (ssh-agent's confirmation).
+PROMPT_KIND_ENV = "SSH_ASKPASS_PROMPT"
 # Set in ssh's environment on Windows: `bastionctl PROMPT` then acts as `bastionctl askpass`
 # (bastionctl.cli.main reads it; the name is repeated there, where this module is not loaded).
 ASKPASS_ENV = "BASTIONCTL_ASKPASS"
@@ -53,19 +64,26 @@ def _record(kind: str) -> None:
     """One line per call (never the prompt's answer), so people can see what ssh asked."""
     log = paths.state_dir() / "askpass.log"
     private_dir(log.parent)
-    with log.open("a", encoding="utf-8") as handle:
+    with os.fdopen(open_private_log(log), "a", encoding="utf-8") as handle:
         handle.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {kind}\n")
-    log.chmod(0o600)
 
 
 def _notify(message: str) -> None:
     sys.stderr.write(f"bastionctl: {message}\n")
 
 
+def is_confirmation(prompt: str) -> bool:
+    """A question answered yes or no, never with a secret: shown with echo."""
+    return is_yes_no_question(prompt) or os.environ.get(PROMPT_KIND_ENV) == "confirm"
+
+
 def answer(config: Config, prompt: str) -> str | None:
     """The answer to print, or None when nobody can answer."""
-    text = sanitise_prompt(prompt)
-    if looks_like_totp_prompt(text):
+    text = sanitise.prompt(prompt)
+    if is_confirmation(text):
+        _record("terminal yes/no")
+        return ask_terminal(text, echo=True)
+    if looks_like_totp_prompt(text, config.settings.totp_prompt):
         bastion = find_bastion(config, text)
         secret = SecretStore().get(bastion.alias) if bastion else None
         if bastion is not None and secret is not None:
@@ -95,7 +113,7 @@ def plain_ssh_environment(
     from bastionctl.atomic import write_atomic
     from bastionctl.render.ssh_config import control_dir
 
-    run_dir = private_dir(paths.runtime_dir())
+    run_dir = runtime_dir()
     config_file = run_dir / "ssh_config"
     write_atomic(config_file, ssh_config_text, mode=0o600)
     if api.family() == "windows":

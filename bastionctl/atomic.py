@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
+    """Write `text` to a new file beside `path` and rename it over `path`.
+
+    The new file is created exclusively and at its final mode (never following a link someone
+    placed there): in a shared directory nobody can slip a file or a symlink in between.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, flags, mode)
     try:
-        os.chmod(tmp, mode)  # mkstemp made it 0600; on Windows only read-only is a mode
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            if os.chmod in os.supports_fd:  # exactly `mode`: os.open's went through the umask
+                os.chmod(fd, mode)
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     _sync_directory(path.parent)
 

@@ -33,6 +33,8 @@ class Settings:
     control_path: str = "~/.ssh/bastionctl-cm/%C"
     # The zone `bastion-hosts --format zone` writes records for.
     dns_domain: str | None = None
+    # A regex (matched whole) for a TOTP prompt other than "Verification code:".
+    totp_prompt: str | None = None
 
 
 HostAddress = Literal["ipv6", "ipv4", "fqdn"]
@@ -53,6 +55,9 @@ class InventorySettings:
     bastion_address: BastionAddress = "public"
     cache_ttl: int = 300
     include_stopped: bool = False
+    # DNS domains EC2 tags may name things in: a dotted Name (alias) or an fqdn tag is
+    # accepted only strictly under one of them (`web.example.com` for `example.com`).
+    domains: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -190,11 +195,20 @@ def _dns_server(value: str) -> str:
     from bastionctl.dns import parse_server
 
     try:
-        parse_server(value)
+        host, _port = parse_server(value)
     except ConfigError as exc:
         raise ValueError(exc.message.split(" is ")[-1]) from None
     except ValueError:
         raise ValueError("must be an IP address with an optional :port") from None
+    validate.hostname(host)  # a zone id (after %) only if it is an interface name
+    return value
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"must be a regular expression ({exc})") from None
     return value
 
 
@@ -241,6 +255,18 @@ def _key_path(value: str) -> str:
     return value.replace("\\", "/")
 
 
+def _domains(value: Any) -> tuple[str, ...]:
+    """DNS names (lower-cased, no trailing dot, no duplicates); the last label not all digits,
+    so that no domain makes an address-looking name (10.0.0.1) acceptable."""
+    names: list[str] = []
+    for name in _str_list(validate.fqdn)(value):
+        if name.rsplit(".", 1)[-1].isdigit():
+            raise ValueError("must be DNS names (the last label is not all digits)")
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
 def _profile(value: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.@+-]{1,128}", value):
         raise ValueError("must be an AWS profile name (letters, digits, _.@+-)")
@@ -283,6 +309,7 @@ SETTINGS_FIELDS: dict[str, Converter] = {
     "control_persist": _str(_duration),
     "control_path": _str(_path),
     "dns_domain": _str(validate.fqdn),
+    "totp_prompt": _str(_regex),
 }
 ENDPOINT_FIELDS: dict[str, Converter] = {
     "user": _str(validate.user),
@@ -292,6 +319,7 @@ ENDPOINT_FIELDS: dict[str, Converter] = {
     "fqdn": _str(validate.fqdn),
     "hostname": _str(validate.hostname),
     "identity_file": _str(_path),
+    "host_key_alias": _str(validate.host_key_alias),
 }
 BASTION_FIELDS: dict[str, Converter] = {**ENDPOINT_FIELDS, "otp_single_use": _bool}
 HOST_FIELDS: dict[str, Converter] = {
@@ -316,6 +344,7 @@ INVENTORY_FIELDS: dict[str, Converter] = {
     "bastion_address": _choice("public", "ipv6", "ipv4", "fqdn"),
     "cache_ttl": _non_negative_int,
     "include_stopped": _bool,
+    "domains": _domains,
 }
 EC2_FIELDS: dict[str, Converter] = {
     "name": _str(validate.alias),

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bastionctl import sanitise
 from bastionctl.config import Config
 from bastionctl.dns import Dns64View, Lookup, Resolver, discover_dns64
 from bastionctl.errors import BastionctlError, ConnectError
@@ -237,7 +238,7 @@ def ssh_reachability(bastion: Bastion, timeout: float) -> list[Check]:
             with socket.create_connection((address, bastion.port), timeout=timeout) as conn:
                 connected = (time.perf_counter() - started) * 1000
                 conn.settimeout(BANNER_TIMEOUT)
-                banner = conn.recv(256).split(b"\r\n")[0].decode(errors="replace")
+                banner = sanitise.line(conn.recv(256).split(b"\r\n")[0].decode(errors="replace"))
         except ConnectionRefusedError:
             checks.append(
                 Check(
@@ -332,7 +333,8 @@ def deep_checks(bastion: Bastion, hosts: list[Host], session: Any) -> list[Check
                 continue
             channel.settimeout(BANNER_TIMEOUT)
             try:
-                banner = channel.recv(256).split(b"\r\n")[0].decode(errors="replace")
+                raw = channel.recv(256).split(b"\r\n")[0].decode(errors="replace")
+                banner = sanitise.line(raw)  # the server's words
             except OSError:
                 banner = "(no banner)"
             finally:
@@ -392,8 +394,6 @@ def _clock_check(bastion: Bastion, transport: Any) -> Check:
 
 
 def local_checks(endpoint: Endpoint, config: Config, secrets: Any) -> list[Check]:
-    from bastionctl.ssh.hostkeys import KnownHosts
-
     checks = []
     key = endpoint.identity_file
     if key is None:
@@ -429,29 +429,29 @@ def local_checks(endpoint: Endpoint, config: Config, secrets: Any) -> list[Check
         else:
             checks.append(Check(endpoint.alias, "identity file", Status.OK, f"{key} ({mode:04o})"))
     if isinstance(endpoint, Bastion):
-        known = KnownHosts(config.settings.known_hosts)
-        names = [endpoint.known_hosts_name, endpoint.alias]
-        if known.known_types(names):
-            checks.append(
-                Check(
-                    endpoint.alias,
-                    "known_hosts",
-                    Status.OK,
-                    f"host key known for {endpoint.known_hosts_name}",
-                )
-            )
-        else:
-            checks.append(
-                Check(
-                    endpoint.alias,
-                    "known_hosts",
-                    Status.FAIL,
-                    f"no host key for {endpoint.known_hosts_name}",
-                    "verify its fingerprint and add it to known_hosts",
-                )
-            )
+        checks.append(_known_hosts_check(endpoint, config))
         checks.append(_secret_check(endpoint, secrets))
     return checks
+
+
+def _known_hosts_check(endpoint: Endpoint, config: Config) -> Check:
+    """Is a key listed under the name the login looks it up by (host_key_names: the config's
+    host_key_alias, else the address connected to; never a tag-chosen alias or fqdn)?"""
+    from bastionctl.ssh.hostkeys import KnownHosts, host_key_names
+
+    names = host_key_names(endpoint)
+    shown = names[0]
+    if shown != endpoint.known_hosts_name:
+        shown += f" (host_key_alias of {endpoint.known_hosts_name})"
+    if KnownHosts(config.settings.known_hosts).known_types(names):
+        return Check(endpoint.alias, "known_hosts", Status.OK, f"host key known for {shown}")
+    return Check(
+        endpoint.alias,
+        "known_hosts",
+        Status.FAIL,
+        f"no host key for {shown}",
+        f"verify its fingerprint and add it to known_hosts under {names[0]}",
+    )
 
 
 def _secret_check(bastion: Bastion, secrets: Any) -> Check:

@@ -56,6 +56,9 @@ class Endpoint:
     hostname: str | None = None
     identity_file: Path | None = None
     origin: Origin | None = None
+    # The name known_hosts lists this endpoint's key under instead of its address, like
+    # OpenSSH's HostKeyAlias. Only ever from the user's own config, never from EC2 tags.
+    host_key_alias: str | None = None
 
     @property
     def connect_host(self) -> str:
@@ -67,7 +70,7 @@ class Endpoint:
 
     @property
     def known_hosts_name(self) -> str:
-        """The name OpenSSH looks up in known_hosts for this endpoint."""
+        """The name OpenSSH looks up in known_hosts for this endpoint's address."""
         host = self.connect_host
         return host if self.port == 22 else f"[{host}]:{self.port}"
 
@@ -83,6 +86,15 @@ class Host(Endpoint):
     bastion: str = ""
     platform: Platform = "linux"
     services: tuple[str, ...] = ()
+    # The bastions an EC2 host could jump through when nothing chooses one (two or more in
+    # its VPC, no bastion tag): then `bastion` is empty and the host is listed, but gets no
+    # ssh config block, no hosts-file line and no tunnel. Empty for every other host.
+    ambiguous_bastions: tuple[str, ...] = ()
+
+    @property
+    def ambiguous(self) -> bool:
+        """Whether this host's bastion is ambiguous (see `ambiguous_bastions`)."""
+        return bool(self.ambiguous_bastions)
 
 
 @dataclass(frozen=True)

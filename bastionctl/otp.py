@@ -28,11 +28,12 @@ from bastionctl.system.files import private_dir
 from bastionctl.system.locks import file_lock
 
 KEYRING_SERVICE = "bastionctl"
-TOTP_PROMPT_RE = re.compile(
-    r"verification code|one[- ]?time|\botp\b|\btotp\b|token|authenticator|2fa|"
-    r"two[- ]factor|passcode|security code|mfa",
-    re.IGNORECASE,
-)
+# The TOTP prompt answered without configuration: google-authenticator's PAM module's.
+TOTP_PROMPT = "Verification code:"
+# How OpenSSH shows a keyboard-interactive prompt (to SSH_ASKPASS too): "(user@host) PROMPT".
+OPENSSH_PREFIX = re.compile(r"\((?P<user>[^@()\s]+)@(?P<host>[^()\s]+)\) ")
+# A yes/no question (OpenSSH's host-key question ends so) is never answered with a code.
+YES_NO_RE = re.compile(r"\(yes/no(?:/\[fingerprint\])?\)\? *\Z")
 ALGORITHMS = ("SHA1", "SHA256", "SHA512")
 
 
@@ -112,8 +113,25 @@ def _parse_uri(uri: str) -> OtpSecret:
     return OtpSecret(_check_base32(query["secret"]), digits, interval, algorithm)
 
 
-def looks_like_totp_prompt(prompt: str) -> bool:
-    return bool(TOTP_PROMPT_RE.search(prompt))
+def is_yes_no_question(prompt: str) -> bool:
+    return YES_NO_RE.search(prompt) is not None
+
+
+def looks_like_totp_prompt(prompt: str, custom: str | None = None) -> bool:
+    """Whether a (sanitised) prompt asks for the TOTP code: exactly "Verification code:", or
+    the whole prompt matches `custom` (the config's `totp_prompt` regex); either way with or
+    without OpenSSH's "(user@host) " in front and with optional trailing spaces. A yes/no
+    question never is, whatever `custom` says."""
+    if is_yes_no_question(prompt):
+        return False
+    whole = prompt.rstrip(" ")
+    prefix = OPENSSH_PREFIX.match(whole)
+    bare = whole[prefix.end() :] if prefix else whole
+    if bare == TOTP_PROMPT:
+        return True
+    if custom is None:
+        return False
+    return any(re.fullmatch(custom, candidate) for candidate in (bare, whole))
 
 
 class SecretStore:

@@ -48,9 +48,10 @@ def data_dir() -> Path:
     return Path(_dirs().user_data_dir)
 
 
-def runtime_dir() -> Path:
-    # Without XDG_RUNTIME_DIR (a headless root shell, cron) platformdirs falls back to
-    # /tmp/runtime-UID and warns on stderr each time; the fallback is fine (made 0700 where used).
+def platform_runtime_dir() -> Path:
+    """platformdirs' answer; bastionctl uses system.files.runtime_dir(), which checks it."""
+    # Without XDG_RUNTIME_DIR (a headless root shell, cron) platformdirs falls back to a shared
+    # /tmp path and warns on stderr each time.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return Path(_dirs().user_runtime_dir)

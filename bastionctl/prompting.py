@@ -1,15 +1,61 @@
-"""Asking the person at the terminal, for the CLI front end."""
+"""Asking the person: who asks (a login's question names its server), and the terminal for the
+CLI front end."""
 
 from __future__ import annotations
 
+import enum
 import getpass
 import sys
+from dataclasses import dataclass
 
+from bastionctl import sanitise
 from bastionctl.errors import AuthError
+
+
+class Role(enum.StrEnum):
+    BASTION = "bastion"
+    TARGET = "target"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """The server that asks a login's question, and its own words (sanitised)."""
+
+    host: str
+    role: Role
+    prompt: str
+
+    def clean(self) -> Origin:
+        """The same, sanitised again (as it arrived from another process)."""
+        return Origin(sanitise.line(self.host), self.role, sanitise.prompt(self.prompt))
+
+
+class Question(str):
+    """A server's question as every front end can show it, "ALIAS: PROMPT", that also says
+    which server asks (`origin`).
+
+    A str, so an asker taking (prompt, echo) works unchanged; a front end that can say more
+    (the TUI's dialog: "server-02 (target) asks:") reads `origin`. It crosses the control
+    protocol as Prompt.origin.
+    """
+
+    origin: Origin
+
+    def __new__(cls, origin: Origin) -> Question:
+        question = super().__new__(cls, f"{origin.host}: {origin.prompt}")
+        question.origin = origin
+        return question
+
+
+def origin_of(prompt: str) -> Origin | None:
+    """Who asks `prompt`, when a server does; None for bastionctl's own questions (a key's
+    passphrase)."""
+    return prompt.origin if isinstance(prompt, Question) else None
 
 
 def terminal_ask(prompt: str, echo: bool) -> str:
     """Ask on the terminal without echo; without one, read a line from standard input."""
+    prompt = sanitise.prompt(prompt)
     shown = prompt if prompt.endswith(" ") else prompt + " "
     if sys.stdin is not None and sys.stdin.isatty():
         try:

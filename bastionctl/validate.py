@@ -12,6 +12,15 @@ ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 USER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 SERVICE_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+# An IPv6 zone id (`fe80::1%eth0`, `%12` on Windows): an interface name as Linux allows at most
+# (IFNAMSIZ is 16 with the NUL) in the characters interface names use in practice. ipaddress
+# takes any text after the `%`, newlines included; nothing else may reach a file or a command.
+ZONE_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+# OpenSSH's HostKeyAlias as bastionctl accepts it: a name or address (no patterns, no `%`),
+# or `[name]:port` as known_hosts writes a non-22 port. Lower-cased, as ssh does.
+HOST_KEY_ALIAS_RE = re.compile(
+    r"(?![-.])[a-z0-9._:-]{1,253}|\[(?![-.])[a-z0-9._:-]{1,253}\]:[1-9][0-9]{0,4}"
+)
 # What ssh config carries in a path without escapes (a space only inside double quotes):
 # letters and digits of any script (a Windows profile may be C:\Users\José), _ . / ~ + @ : , % -
 SSH_PATH_RE = re.compile(r"[\w./~+@:,% -]+")
@@ -40,9 +49,21 @@ def fqdn(value: str) -> str:
 
 def ipv6(value: str) -> str:
     try:
-        return str(ipaddress.IPv6Address(value))
+        address = ipaddress.IPv6Address(value)
     except ValueError:
         raise ValueError("must be an IPv6 address such as 2001:db8::2") from None
+    return _zone_checked(address)
+
+
+def _zone_checked(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """The address as text; a zone id only if it is a plain interface name (ZONE_RE)."""
+    zone = getattr(address, "scope_id", None)
+    if zone is not None and not ZONE_RE.fullmatch(zone):
+        raise ValueError(
+            "has a zone id (after %) that is not an interface name "
+            "(letters, digits, '_', '.', '-'; at most 15)"
+        )
+    return str(address)
 
 
 def ipv4(value: str) -> str:
@@ -53,15 +74,30 @@ def ipv4(value: str) -> str:
 
 
 def hostname(value: str) -> str:
-    """An IP literal (no brackets) or a DNS name."""
+    """An IP literal (no brackets; an IPv6 zone id only as ZONE_RE allows) or a DNS name."""
     try:
-        return str(ipaddress.ip_address(value))
+        address = ipaddress.ip_address(value)
     except ValueError:
         pass
+    else:
+        return _zone_checked(address)
     try:
         return fqdn(value)
     except ValueError:
         raise ValueError("must be an IPv4/IPv6 address or a DNS name") from None
+
+
+def host_key_alias(value: str) -> str:
+    """The name known_hosts lists a host's key under instead of its address (HostKeyAlias)."""
+    name = value.lower()
+    if not HOST_KEY_ALIAS_RE.fullmatch(name) or (
+        name.startswith("[") and int(name.rpartition(":")[2]) > 65535
+    ):
+        raise ValueError(
+            "must be a host name or address (letters, digits, '.', '_', '-', ':'), "
+            "or [name]:port; no patterns"
+        )
+    return name
 
 
 def port(value: object) -> int:

@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         status = ExitStatus.INTERRUPTED
     except BastionctlError as exc:
         if debug:
-            traceback.print_exc()
+            err(traceback.format_exc().rstrip())
         err(f"bastionctl: error: {exc}")
         status = exc.exit_status
     except KeyboardInterrupt:
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         status = ExitStatus.INTERRUPTED
     except Exception as exc:
         if debug:
-            traceback.print_exc()
+            err(traceback.format_exc().rstrip())  # sanitised: it may quote a server
         err(
             f"bastionctl: internal error: {type(exc).__name__}: {exc} "
             "(run with --debug for the traceback and report it)"

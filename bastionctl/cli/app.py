@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from bastionctl import __version__
+from bastionctl import __version__, sanitise
 from bastionctl.config import Config, load_config, resolve_config_path
 from bastionctl.errors import UsageError
 from bastionctl.model import Host
@@ -88,8 +88,11 @@ def config_hint(config: Config) -> str:
 
 
 def err(message: str) -> None:
-    """A line on stderr."""
-    click.echo(message, err=True)
+    """A line on stderr, sanitised: messages quote servers, tags and other processes."""
+    click.echo(sanitise.text(message), err=True)
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -106,9 +109,10 @@ def err(message: str) -> None:
 def cli(ctx: click.Context, config_path: Path | None, debug: bool, verbose: bool) -> None:
     """Inventory, ssh config and 2FA tunnels for hosts behind an SSH bastion."""
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    # paramiko logs what servers send (version lines, disconnect reasons, refusal texts).
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(sanitise.SafeFormatter(LOG_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler])
     if not debug:
         logging.getLogger("paramiko").setLevel(logging.WARNING)
     ctx.obj = App(config_option=config_path, debug=debug)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from bastionctl import sanitise
 from bastionctl.cli.app import App, cli, err
 from bastionctl.errors import BastionctlError, ExitStatus, UsageError
 
@@ -67,7 +68,7 @@ def ssh_config_command(
         return
     for change, backup in write.install(changes, control_dir(app.static_config.settings)):
         if change.changed:
-            click.echo(f"wrote {change.path}" + (f" (backup {backup.name})" if backup else ""))
+            click.echo(f"wrote {change.path}" + (f" (backup {backup})" if backup else ""))
     if not stale:
         click.echo("ssh config is up to date; nothing written")
 
@@ -107,7 +108,8 @@ def askpass_command(app: App, prompt: str) -> None:
     reply = answer(app.config, prompt)
     if reply is None:
         raise BastionctlError(
-            f"cannot answer {prompt.strip()!r}: no stored secret for it and no terminal"
+            f"cannot answer {sanitise.line(prompt, 200)!r}: it is no TOTP prompt with a stored "
+            "secret, and there is no terminal to ask"
         )
     click.echo(reply)
 
@@ -128,6 +130,8 @@ def ssh_command(app: App, host: str, ssh_args: tuple[str, ...]) -> None:
     inventory = app.config.inventory
     if host not in inventory.hosts and host not in inventory.bastions:
         raise UsageError(f"unknown host '{host}'", f"hosts: {', '.join(inventory.names())}")
+    if host in inventory.hosts:
+        app.host(host)  # refuses a host with an ambiguous bastion: it has no ssh config block
     if shutil.which("ssh") is None:
         raise BastionctlError("the ssh client is not installed", "install openssh-client")
     config_file, env = plain_ssh_environment(

@@ -39,6 +39,9 @@ def hosts(app: App, as_json: bool, refresh: bool, sources: tuple[str, ...]) -> N
     if not rows:
         err(f"the inventory is empty ({config_hint(app.config)})")
         return
+    for row in rows:
+        if row["ambiguous_bastions"]:
+            row["bastion"] = f"ambiguous: {' or '.join(row['ambiguous_bastions'])}"
     print_table(
         ("alias", "role", "platform", "ipv6", "ipv4", "bastion", "services", "region"), rows
     )
@@ -80,7 +83,12 @@ def _endpoint_row(endpoint: Bastion | Host, role: str) -> dict[str, Any]:
         "user": endpoint.user,
         "port": endpoint.port,
         "identity_file": str(endpoint.identity_file) if endpoint.identity_file else None,
-        "bastion": getattr(endpoint, "bastion", None),
+        # A host with an ambiguous bastion has none (null) and its candidates here; [] for
+        # every other host, null for bastions.
+        "bastion": (endpoint.bastion or None) if isinstance(endpoint, Host) else None,
+        "ambiguous_bastions": (
+            list(endpoint.ambiguous_bastions) if isinstance(endpoint, Host) else None
+        ),
         "services": list(getattr(endpoint, "services", ())),
         "source": origin.source if origin else "static",
         "region": origin.region if origin else None,

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from bastionctl import sanitise
 from bastionctl.cli.app import App, cli, err
 from bastionctl.errors import UsageError
 from bastionctl.model import is_loopback
@@ -98,7 +99,10 @@ def tunnel_list(as_json: bool) -> None:
         click.echo("no tunnels")
         return
     columns = ("id", "service", "host", "local", "state", "uptime", "bytes_in", "bytes_out")
-    table = [[str(t[c] if t[c] is not None else "-") for c in columns] for t in tunnels]
+    # Other processes' reports: shown as plain, sanitised text (JSON escapes on its own).
+    table = [
+        [sanitise.line(str(t[c] if t[c] is not None else "-")) for c in columns] for t in tunnels
+    ]
     widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(columns)]
     click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for row in table:

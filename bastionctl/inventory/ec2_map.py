@@ -3,6 +3,11 @@
 Every tag value is untrusted. A bad value falls back to the default for its field, or drops
 the instance when there is no safe default, and always produces a warning that names the
 instance and the tag but never repeats the value.
+
+Names are claimed, not taken: an alias (Name tag) or fqdn that the config's own entries use
+stays theirs; one that two instances claim goes to neither (aliases get a generated
+NAME.REGION / NAME.INSTANCE-ID that no other name uses, fqdns are dropped). A host whose VPC
+offers several bastions, none chosen by a tag or by the config, is kept as ambiguous.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any, TypeVar
 from bastionctl import validate
 from bastionctl.config import InventorySettings
 from bastionctl.inventory import tags
-from bastionctl.model import Bastion, Host, Origin, Platform
+from bastionctl.model import Bastion, Host, Inventory, Origin, Platform
 from bastionctl.services import ServiceCatalogue
 
 T = TypeVar("T")
@@ -139,11 +144,26 @@ class _Mapper:
         settings: InventorySettings,
         services: ServiceCatalogue,
         static_bastions: Collection[str],
+        static: Inventory,
     ) -> None:
         self.settings = settings
         self.prefix = settings.tag_prefix
         self.services = services
-        self.static_bastions = static_bastions
+        self.static_bastions = [
+            *static_bastions,
+            *(b for b in static.bastions if b not in static_bastions),
+        ]
+        # The config's bastions, which win a choice between bastions: lower-cased (ssh matches
+        # host names without regard to case) -> the config's alias.
+        self.declared = {b.lower(): b for b in self.static_bastions}
+        # Names the config's own entries use, which no tag may claim: lower-cased name -> whose.
+        self.config_aliases: dict[str, str] = {}
+        self.config_fqdns: dict[str, str] = {}
+        for section, entries in (("bastions", static.bastions), ("hosts", static.hosts)):
+            for alias, entry in entries.items():
+                self.config_aliases.setdefault(alias.lower(), f"config {section}.{alias}")
+                if entry.fqdn:
+                    self.config_fqdns.setdefault(entry.fqdn.lower(), f"config {section}.{alias}")
         self.warnings: list[str] = []
         self._key_files: dict[str, Path] = {}
 
@@ -193,6 +213,14 @@ class _Mapper:
                 name = validate.alias(raw_name.strip())
             except ValueError as exc:
                 self.warn(where, f"tag Name {exc}; using the instance id as its alias")
+            else:
+                try:
+                    name = tags.name(name, instance_id, self.settings.domains)
+                except ValueError as exc:
+                    # A claim on a name outside the domains: no alias of its own to fall back
+                    # to that would not hide what it tried.
+                    self.warn(where, f"tag Name {exc}; skipped")
+                    return None
 
         role = self.tag(where, values, "role", tags.role, "treated as a host") or "host"
         platform: Platform = "linux"
@@ -206,7 +234,9 @@ class _Mapper:
             self.tag(where, values, "user", validate.user, f"using {default_user}") or default_user
         )
         port = self.tag(where, values, "port", tags.port, "using 22") or 22
-        fqdn = self.tag(where, values, "fqdn", validate.fqdn, "no fqdn")
+        fqdn = self.tag(
+            where, values, "fqdn", lambda v: tags.fqdn(v, self.settings.domains), "no fqdn"
+        )
         bastion_tag = self.tag(
             where, values, "bastion", validate.alias, "using the bastion of its VPC"
         )
@@ -293,33 +323,89 @@ class _Mapper:
 
         return self.tag(where, values, "services", known, "using the platform's default services")
 
-    def disambiguate(self, candidates: list[_Candidate]) -> None:
-        """Give every candidate a unique alias; clashing names get the region, then the id."""
-        groups: dict[str, list[_Candidate]] = defaultdict(list)
+    def settle_names(self, candidates: list[_Candidate]) -> list[_Candidate]:
+        """Give every candidate a unique alias and drop fqdns that are not theirs alone; the
+        candidates that keep a place. Names compare without case, as ssh and DNS do.
+
+        The config's names are the user's: an fqdn tag naming one is dropped, a Name equal to
+        a config fqdn drops its instance (a Name equal to a config alias is replaced by that
+        entry in the merge, which reports it). A name two instances claim goes to neither:
+        fqdns are dropped, aliases become NAME.REGION, else NAME.INSTANCE-ID, else the
+        instance id, whichever no other name (claimed, generated or the config's) uses.
+        """
+        fqdn_key = f"{self.prefix}fqdn"
+        by_fqdn: dict[str, list[_Candidate]] = defaultdict(list)
+        by_name: dict[str, list[_Candidate]] = defaultdict(list)
         for candidate in candidates:
-            groups[candidate.name].append(candidate)
-        used = {name for name, group in groups.items() if len(group) == 1}
-        for name, group in sorted(groups.items()):
-            if len(group) == 1:
-                group[0].alias = name
+            by_name[candidate.name.lower()].append(candidate)
+            if candidate.fqdn:
+                by_fqdn[candidate.fqdn.lower()].append(candidate)
+        taken = {*self.config_aliases, *self.config_fqdns, *by_fqdn, *by_name}
+
+        contested: dict[str, list[_Candidate]] = {}
+        for name, claimants in sorted(by_fqdn.items()):
+            owner = self.config_aliases.get(name) or self.config_fqdns.get(name)
+            if owner is not None:
+                for candidate in claimants:
+                    self.warn(candidate.where, f"tag {fqdn_key} is a name {owner} uses; no fqdn")
+                    candidate.fqdn = None
                 continue
-            group.sort(key=lambda c: (c.origin.region, c.origin.source, c.origin.instance_id))
-            regions = [c.origin.region for c in group]
-            for candidate in group:
-                alias = f"{name}.{candidate.origin.region}"
-                if regions.count(candidate.origin.region) > 1 or alias in used:
-                    alias = f"{name}.{candidate.origin.instance_id}"
-                if alias in used or not tags.is_alias(alias):
-                    alias = candidate.origin.instance_id
-                used.add(alias)
-                candidate.alias = alias
-            where = ", ".join(
-                f"{c.origin.instance_id} ({c.origin.source}/{c.origin.region})" for c in group
-            )
-            renamed = ", ".join(c.alias for c in group)
+            named = by_name.get(name, [])
+            everyone = sorted({id(c): c for c in [*claimants, *named]}.values(), key=_order)
+            if len(everyone) == 1:
+                continue  # one instance's Name and fqdn tags may agree
+            how = ", ".join(_claim(c, {"Name": named, fqdn_key: claimants}) for c in everyone)
             self.warnings.append(
-                f"alias {name} is used by {len(group)} instances ({where}); named {renamed}"
+                f"name {name} is claimed by {len(everyone)} instances ({how}); given to none"
             )
+            for candidate in claimants:
+                candidate.fqdn = None
+            if named:
+                contested[name] = [c for c in everyone if all(c is not n for n in named)]
+
+        kept: list[_Candidate] = []
+        for name, group in sorted(by_name.items()):
+            owner = self.config_fqdns.get(name)
+            if owner is not None and name not in self.config_aliases:
+                for candidate in group:
+                    self.warn(candidate.where, f"tag Name is a name {owner} uses; skipped")
+                continue
+            if len(group) == 1 and name not in contested:
+                group[0].alias = group[0].name
+                kept.append(group[0])
+                continue
+            group.sort(key=_order)
+            regions = [c.origin.region for c in group]
+            renamed: list[_Candidate] = []
+            for candidate in group:
+                options = [f"{candidate.name}.{candidate.origin.instance_id}"]
+                if regions.count(candidate.origin.region) == 1:
+                    options.insert(0, f"{candidate.name}.{candidate.origin.region}")
+                options.append(candidate.origin.instance_id)
+                alias = next(
+                    (a for a in options if tags.is_alias(a) and a.lower() not in taken), None
+                )
+                if alias is None:
+                    self.warn(candidate.where, "every name it could have is taken; skipped")
+                    continue
+                taken.add(alias.lower())
+                candidate.alias = alias
+                renamed.append(candidate)
+            names = ", ".join(c.alias for c in renamed) or "none"
+            if len(group) > 1:
+                where = ", ".join(
+                    f"{c.origin.instance_id} ({c.origin.source}/{c.origin.region})" for c in group
+                )
+                self.warnings.append(
+                    f"alias {name} is used by {len(group)} instances ({where}); named {names}"
+                )
+            else:
+                self.warnings.append(
+                    f"alias {name} of instance {group[0].origin.instance_id} is another "
+                    f"instance's fqdn ({_ids(contested[name])}); named {names}"
+                )
+            kept += renamed
+        return kept
 
     def address_of(self, candidate: _Candidate) -> str | None:
         if candidate.role == "bastion":
@@ -344,13 +430,33 @@ class _Mapper:
                 return value
         return None
 
+    def choose(self, options: list[tuple[str, str]]) -> str | tuple[str, ...]:
+        """Of candidate bastions (alias, Name), the one; of several, the one the config
+        declares, by alias or by the Name instances share with it (a copy of its Name next
+        to it changes nothing: the config's entry, with the config's address, is the
+        bastion). Else an ambiguous choice: every candidate (the declared ones if several
+        are), sorted."""
+        if len(options) == 1:
+            return options[0][0]
+        declared = {
+            alias: self.declared.get(alias.lower()) or self.declared.get(name.lower())
+            for alias, name in options
+        }
+        chosen = {d for d in declared.values() if d}
+        if len(chosen) == 1:
+            return chosen.pop()
+        return tuple(sorted(a for a, d in declared.items() if d) or sorted(declared))
+
     def bastion_of(
         self,
         host: _Candidate,
         bastions: list[_Candidate],
         by_network: Mapping[Any, list[_Candidate]],
-    ) -> str | None:
+    ) -> str | tuple[str, ...] | None:
+        """The host's bastion alias; a tuple of candidates when that is ambiguous; None (with
+        a warning) when it has none."""
         tag_key = f"{self.prefix}bastion"
+        ambiguous = "listed as ambiguous (no ssh config, no tunnel)"
         if host.bastion_tag:
             matches = [b for b in bastions if host.bastion_tag in (b.name, b.alias)]
             if len(matches) > 1:
@@ -358,35 +464,43 @@ class _Mapper:
                     b for b in matches if b.origin.region == host.origin.region
                 ]
                 matches = same if same else matches
-            if len(matches) == 1:
-                return matches[0].alias
             if not matches and host.bastion_tag in self.static_bastions:
                 return host.bastion_tag
             if matches:
-                names = ", ".join(sorted(b.alias for b in matches))
-                self.warn(host.where, f"tag {tag_key} matches several bastions ({names}); skipped")
-                return None
+                choice = self.choose([(b.alias, b.name) for b in matches])
+                if isinstance(choice, tuple):
+                    names = " and ".join(choice)
+                    self.warn(host.where, f"tag {tag_key} matches {names}; {ambiguous}")
+                return choice
             self.warn(
                 host.where,
                 f"tag {tag_key} names an unknown bastion {tags.shown(host.bastion_tag)}; "
                 "using the bastion of its VPC",
             )
         local = by_network.get(host.network, [])
-        if len(local) == 1:
-            return local[0].alias
-        if len(local) > 1:
-            names = " and ".join(sorted(b.alias for b in local))
-            self.warn(
-                host.where,
-                f"VPC {host.origin.vpc_id} has two or more bastions ({names}) and no tag "
-                f"{tag_key} chooses one; skipped",
-            )
-            return None
-        everywhere = [b.alias for b in bastions] + [
-            b for b in self.static_bastions if b not in {c.alias for c in bastions}
+        if local:
+            choice = self.choose([(b.alias, b.name) for b in local])
+            if isinstance(choice, tuple):
+                self.warn(
+                    host.where,
+                    f"VPC {host.origin.vpc_id} has {len(local)} bastions "
+                    f"({' and '.join(choice)}) and no tag {tag_key} chooses one; {ambiguous}",
+                )
+            return choice
+        known = {b.alias.lower() for b in bastions}
+        everywhere = [(b.alias, b.name) for b in bastions] + [
+            (b, b) for b in self.static_bastions if b.lower() not in known
         ]
-        if len(everywhere) == 1:
-            return everywhere[0]
+        if everywhere:
+            choice = self.choose(everywhere)
+            if isinstance(choice, tuple):
+                self.warn(
+                    host.where,
+                    f"no bastion in VPC {host.origin.vpc_id or '?'} and {len(everywhere)} "
+                    f"elsewhere ({' and '.join(choice)}); no tag {tag_key} chooses one; "
+                    f"{ambiguous}",
+                )
+            return choice
         self.warn(
             host.where,
             f"no bastion in VPC {host.origin.vpc_id or '?'}; set tag {tag_key} to the "
@@ -395,19 +509,36 @@ class _Mapper:
         return None
 
 
+def _order(candidate: _Candidate) -> tuple[str, str, str]:
+    return (candidate.origin.region, candidate.origin.source, candidate.origin.instance_id)
+
+
+def _claim(candidate: _Candidate, by_tag: Mapping[str, list[_Candidate]]) -> str:
+    """`i-... by tag Name and bastionctl:fqdn`: how `candidate` claims a name."""
+    chosen = [tag for tag, group in by_tag.items() if any(candidate is c for c in group)]
+    return f"{candidate.origin.instance_id} by tag {' and '.join(chosen)}"
+
+
+def _ids(candidates: Iterable[_Candidate]) -> str:
+    return ", ".join(c.origin.instance_id for c in candidates)
+
+
 def map_instances(
     instances: Iterable[Mapping[str, Any]],
     settings: InventorySettings,
     services: ServiceCatalogue,
     static_bastions: Collection[str] = (),
+    static: Inventory | None = None,
 ) -> Mapped:
     """Bastions and hosts for `instances` (records shaped like `trim()`), sorted by alias.
 
-    `static_bastions` (from the config) may be named by bastion tags too.
+    `static_bastions` and the bastions of `static` (the config's entries) may be named by
+    bastion tags too, and win a choice between bastions; no tag may claim a name (alias or
+    fqdn) that an entry of `static` uses.
     """
-    mapper = _Mapper(settings, services, static_bastions)
+    mapper = _Mapper(settings, services, static_bastions, static or Inventory())
     candidates = [c for c in (mapper.candidate(i) for i in instances) if c is not None]
-    mapper.disambiguate(candidates)
+    candidates = mapper.settle_names(candidates)
     out = Mapped()
     bastion_candidates = sorted(
         (c for c in candidates if c.role == "bastion"), key=lambda c: c.alias
@@ -436,9 +567,10 @@ def map_instances(
         if address is None:
             mapper.warn(candidate.where, "host has no IPv6, IPv4 or fqdn to reach it by; skipped")
             continue
-        bastion = mapper.bastion_of(candidate, usable, by_network)
-        if bastion is None:
+        choice = mapper.bastion_of(candidate, usable, by_network)
+        if choice is None:
             continue
+        bastion, ambiguous = (choice, ()) if isinstance(choice, str) else ("", choice)
         out.hosts[candidate.alias] = Host(
             alias=candidate.alias,
             user=candidate.user,
@@ -452,6 +584,7 @@ def map_instances(
             bastion=bastion,
             platform=candidate.platform,
             services=candidate.services,
+            ambiguous_bastions=ambiguous,
         )
     out.warnings = mapper.warnings
     return out

@@ -88,9 +88,7 @@ def load_inventory(
 
     warnings: list[str] = []
     instances, loaded_any = _instances(config, sources, refresh, progress, now, warnings)
-    mapped = map_instances(
-        instances, config.inventory_settings, config.services, static_bastions=static.bastions
-    )
+    mapped = map_instances(instances, config.inventory_settings, config.services, static=static)
     warnings += mapped.warnings
     inventory = merge(static, mapped, warnings)
     if not loaded_any and not static.bastions and not static.hosts:
@@ -223,16 +221,37 @@ def _age(seconds: float) -> str:
 
 
 def merge(static: Inventory, ec2: Mapped, warnings: list[str]) -> Inventory:
-    """EC2 entries, with the config's entries of the same alias taking their place."""
+    """EC2 entries, with the config's entries of the same alias taking their place.
+
+    Aliases compare without case (ssh matches host names so): `[hosts.web]` replaces an EC2
+    `Web` too, and EC2 hosts behind a replaced bastion follow the config's spelling of it.
+    Hosts with an ambiguous bastion stay as they are (they have no bastion to check).
+    """
     bastions: dict[str, Bastion] = dict(ec2.bastions)
     hosts: dict[str, Host] = dict(ec2.hosts)
-    for alias, bastion in static.bastions.items():
-        _note_override("bastions", alias, bastions.get(alias) or hosts.pop(alias, None), warnings)
-        bastions[alias] = bastion
-    for alias, host in static.hosts.items():
-        _note_override("hosts", alias, hosts.get(alias) or bastions.pop(alias, None), warnings)
-        hosts[alias] = host
+    ec2_aliases = {alias.lower(): alias for alias in [*bastions, *hosts]}
+    respelled: dict[str, str] = {}
+    for section, entries in (("bastions", static.bastions), ("hosts", static.hosts)):
+        for alias, entry in entries.items():
+            old = ec2_aliases.get(alias.lower())
+            replaced = (bastions.pop(old, None) or hosts.pop(old, None)) if old else None
+            _note_override(section, alias, replaced, warnings)
+            if isinstance(entry, Bastion) and old is not None and old != alias:
+                respelled[old] = alias
+            if isinstance(entry, Bastion):
+                bastions[alias] = entry
+            else:
+                hosts[alias] = entry
     for alias, host in list(hosts.items()):
+        if host.origin is not None and respelled:
+            host = dataclasses.replace(
+                host,
+                bastion=respelled.get(host.bastion, host.bastion),
+                ambiguous_bastions=tuple(respelled.get(b, b) for b in host.ambiguous_bastions),
+            )
+            hosts[alias] = host
+        if host.ambiguous:
+            continue
         if host.bastion not in bastions:
             what = f"config hosts.{alias}" if host.origin is None else f"host {alias}"
             warnings.append(f"{what}: bastion {host.bastion} is not in the inventory; skipped")

@@ -9,6 +9,7 @@ the value itself. Alias, user and fqdn use the config's own checks (bastionctl.v
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from bastionctl import validate
 
@@ -61,3 +62,43 @@ def address(value: str, choices: tuple[str, ...]) -> str:
 def shown(value: str) -> str:
     """A value safe to repeat in a warning, or a description of it."""
     return repr(value) if SHOWN_RE.fullmatch(value) else f"a value of {len(value)} characters"
+
+
+def under_domains(name: str, domains: Iterable[str]) -> bool:
+    """Whether `name` is strictly under one of `domains` (lower-case DNS names): on a label
+    boundary, so `web.example.com` is under `example.com`, `webexample.com` and `example.com`
+    are not."""
+    lowered = name.lower()
+    return any(lowered.endswith("." + domain) for domain in domains)
+
+
+def name(value: str, instance_id: str, domains: tuple[str, ...]) -> str:
+    """A Name tag (already an alias by the grammar) that may be an alias: a dot only in a DNS
+    name under one of `domains` (ssh aliases may contain dots: `Name=github.com` would
+    capture `ssh github.com`), and no look of an instance id other than its own."""
+    lowered = value.lower()
+    if INSTANCE_ID_RE.fullmatch(lowered) and lowered != instance_id:
+        raise ValueError("looks like the id of another instance")
+    if "." not in value:
+        return value
+    if not domains:
+        raise ValueError(
+            "has a dot, which only names under [inventory] domains may have, and none are set"
+        )
+    try:
+        dns_name = validate.fqdn(value)
+    except ValueError:
+        raise ValueError("has a dot but is not a DNS name") from None
+    if dns_name != lowered or not under_domains(dns_name, domains):
+        raise ValueError(f"has a dot but is not a name under {', '.join(domains)}")
+    return value
+
+
+def fqdn(value: str, domains: tuple[str, ...]) -> str:
+    """An fqdn tag: a DNS name strictly under one of `domains` (none set: none accepted)."""
+    dns_name = validate.fqdn(value)
+    if not domains:
+        raise ValueError("is ignored until [inventory] domains names the DNS domains it may be in")
+    if not under_domains(dns_name, domains):
+        raise ValueError(f"is not a name under {', '.join(domains)}")
+    return dns_name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 
 from bastionctl import validate
@@ -9,11 +10,14 @@ from bastionctl.model import Endpoint, Inventory
 
 
 def _records(inventory: Inventory, ipv4: bool) -> list[tuple[str, str, str]]:
-    """(address, fqdn, alias) per endpoint, IPv6 first; unsafe names are left out."""
+    """(address, fqdn, alias) per endpoint, IPv6 first; unsafe names are left out, and so are
+    addresses that are not plain IP literals: one with a zone id (fe80::1%eth0) names an
+    interface of this machine, which means nothing in the bastion's hosts file or in DNS."""
     records = []
     endpoints: list[Endpoint] = [
         *sorted(inventory.bastions.values(), key=lambda e: e.alias),
-        *sorted(inventory.hosts.values(), key=lambda e: e.alias),
+        # A host whose bastion is ambiguous has no bastion to resolve its names on.
+        *sorted((h for h in inventory.hosts.values() if not h.ambiguous), key=lambda e: e.alias),
     ]
     for endpoint in endpoints:
         try:
@@ -22,9 +26,21 @@ def _records(inventory: Inventory, ipv4: bool) -> list[tuple[str, str, str]]:
         except ValueError:
             continue
         for address in (endpoint.ipv6, endpoint.ipv4 if ipv4 else None):
-            if address:
-                records.append((validate.hostname(address), fqdn, alias))
+            literal = _plain_ip(address) if address else None
+            if literal:
+                records.append((literal, fqdn, alias))
     return records
+
+
+def _plain_ip(value: str) -> str | None:
+    """The IP literal, normalised; None for anything else (a name, a zone id, junk)."""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    if getattr(address, "scope_id", None) is not None:
+        return None
+    return str(address)
 
 
 def hosts_file(inventory: Inventory, ipv4: bool = False) -> str:

@@ -106,6 +106,8 @@ def _checked(kind: str, value: str) -> str:
             return validate.user(value)
         if kind == "hostname":
             return validate.hostname(value)
+        if kind == "host_key_alias":
+            return validate.host_key_alias(value)
     except ValueError as exc:
         raise _Unsafe(f"{kind} {value!r}: {exc}") from None
     raise AssertionError(kind)
@@ -134,11 +136,17 @@ def _control_path(value: str, flavour: Flavour) -> str:
 
 
 def _endpoint_lines(endpoint: Endpoint, flavour: Flavour) -> list[str]:
+    # HostName expands %-tokens: an IPv6 zone id (fe80::1%eth0, checked to be an interface
+    # name) is written fe80::1%%eth0.
+    hostname = _checked("hostname", endpoint.connect_host).replace("%", "%%")
     lines = [
-        f"    HostName {_checked('hostname', endpoint.connect_host)}",
+        f"    HostName {hostname}",
         f"    User {_checked('user', endpoint.user)}",
         f"    Port {int(endpoint.port)}",
     ]
+    if endpoint.host_key_alias:
+        # So ssh looks the key up by the same name bastionctl does (hostkeys.host_key_names).
+        lines.append(f"    HostKeyAlias {_checked('host_key_alias', endpoint.host_key_alias)}")
     if endpoint.identity_file is not None:
         identity = _path(str(endpoint.identity_file), flavour, "identity_file")
         lines += [f"    IdentityFile {identity}", "    IdentitiesOnly yes"]
@@ -188,6 +196,12 @@ def render(
         except _Unsafe as exc:
             warnings.append(f"bastion {bastion.alias!r} left out: {exc}")
     for host in sorted(inventory.hosts.values(), key=lambda h: (h.bastion, h.alias)):
+        if host.ambiguous:
+            candidates = " or ".join(host.ambiguous_bastions)
+            warnings.append(
+                f"host {host.alias!r} left out: its bastion is ambiguous ({candidates})"
+            )
+            continue
         if host.bastion not in bastions_ok:
             warnings.append(f"host {host.alias!r} left out: its bastion is not in the config")
             continue

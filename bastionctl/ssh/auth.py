@@ -1,38 +1,30 @@
 """Logging in on a paramiko Transport: publickey and keyboard-interactive, in either order.
 
-Each keyboard-interactive prompt is answered on its own: a TOTP-looking prompt from the
-keyring secret when there is one, anything else (or no secret) by asking the user.
+Each keyboard-interactive prompt is answered on its own: a TOTP prompt (otp.looks_like_totp_prompt:
+"Verification code:" or the config's `totp_prompt`) from the keyring secret when there is one,
+anything else (or no secret) by asking the user, who is told which server asks. Everything the
+server says (prompts, name, instructions, method names, error texts) is sanitised first.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import paramiko
 
+from bastionctl import sanitise
 from bastionctl.errors import AuthError, BastionctlError, ConfigError
-from bastionctl.model import Endpoint
+from bastionctl.model import Bastion, Endpoint
 from bastionctl.otp import TotpSource, looks_like_totp_prompt
+from bastionctl.prompting import Origin, Question, Role
 
 log = logging.getLogger(__name__)
 
-# Asks the user; (prompt, echo) -> answer. Raises AuthError when nobody can answer.
+# Asks the user; (prompt, echo) -> answer. Raises AuthError when nobody can answer. A server's
+# question comes as a prompting.Question (a str that also says which server asks).
 Asker = Callable[[str, bool], str]
-CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-# Terminal escape sequences (CSI, OSC, other ESC x): removed whole, not just their ESC byte.
-ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)?|\x1b.?")
-
-
-def strip_escapes(text: str) -> str:
-    return ESCAPES.sub("", text)
-
-
-def sanitise_prompt(text: str) -> str:
-    """Server text shown to the user: no terminal control sequences, bounded length."""
-    return CONTROL_CHARS.sub("", strip_escapes(text)).strip()[:200]
 
 
 class _Aborted(EOFError):
@@ -51,9 +43,12 @@ class PromptAnswerer:
         endpoint: Endpoint,
         totp_factory: Callable[[], TotpSource | None],
         ask: Asker,
+        totp_prompt: str | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.ask = ask
+        # The config's regex for a TOTP prompt besides "Verification code:".
+        self.totp_prompt = totp_prompt
         self.totp_answers = 0
         # Looked up on the first TOTP prompt only: key-only targets never touch the keyring.
         self._totp_factory = totp_factory
@@ -71,6 +66,13 @@ class PromptAnswerer:
     def __call__(
         self, title: str, instructions: str, prompts: Sequence[tuple[str, bool]]
     ) -> list[str]:
+        if title or instructions:
+            log.info(
+                "%s's keyboard-interactive login: %r %r",
+                self.endpoint.alias,
+                sanitise.line(title),
+                sanitise.line(instructions),
+            )
         try:
             return [self._answer(prompt, echo) for prompt, echo in prompts]
         except BastionctlError as exc:
@@ -78,15 +80,17 @@ class PromptAnswerer:
             raise _Aborted from None
 
     def _answer(self, prompt: str, echo: bool) -> str:
-        text = sanitise_prompt(prompt) or "Response:"
-        totp = self._totp_source() if looks_like_totp_prompt(text) else None
+        text = sanitise.prompt(prompt) or "Response:"
+        is_totp = looks_like_totp_prompt(text, self.totp_prompt)
+        totp = self._totp_source() if is_totp else None
         if totp is not None:
             log.info("answering %r for %s from the keyring", text, self.endpoint.alias)
             code = totp.next_code()
             self.totp_answers += 1
             return code
         log.info("asking the user %r for %s", text, self.endpoint.alias)
-        return self.ask(f"{self.endpoint.alias}: {text}", echo)
+        role = Role.BASTION if isinstance(self.endpoint, Bastion) else Role.TARGET
+        return self.ask(Question(Origin(self.endpoint.alias, role, text)), echo)
 
 
 def load_identity(endpoint: Endpoint, ask: Asker) -> list[paramiko.PKey]:
@@ -136,7 +140,9 @@ def authenticate(
     except paramiko.BadAuthenticationType as exc:
         allowed = list(exc.allowed_types)
     except paramiko.SSHException as exc:
-        raise AuthError(f"{endpoint.alias} closed the connection during login: {exc}") from None
+        raise AuthError(
+            f"{endpoint.alias} closed the connection during login: {sanitise.line(str(exc))}"
+        ) from None
     tried: set[str] = set()
     while not transport.is_authenticated():
         if "publickey" in allowed and "publickey" not in tried:
@@ -146,8 +152,9 @@ def authenticate(
             tried.add("keyboard-interactive")
             allowed = _interactive(transport, endpoint, answerer)
         else:
+            wanted = sanitise.line(", ".join(allowed))  # method names, as the server sent them
             raise AuthError(
-                f"{endpoint.alias} wants {', '.join(allowed) or 'nothing we can offer'} "
+                f"{endpoint.alias} wants {wanted or 'nothing we can offer'} "
                 f"after {', '.join(sorted(tried)) or 'none'}; bastionctl offers publickey "
                 "and keyboard-interactive",
             )
@@ -164,7 +171,9 @@ def _publickey(
         except paramiko.AuthenticationException:
             continue
         except paramiko.SSHException as exc:
-            raise AuthError(f"{endpoint.alias}: public key login failed: {exc}") from None
+            raise AuthError(
+                f"{endpoint.alias}: public key login failed: {sanitise.line(str(exc))}"
+            ) from None
     raise AuthError(
         f"{endpoint.alias} refused the key for {endpoint.user}@{endpoint.connect_host}",
         f"check identity_file ({endpoint.identity_file or 'ssh-agent'}) and the user name",
@@ -183,7 +192,9 @@ def _interactive(
             # Nothing was answered: the person declined, or nobody was there to ask.
             raise answerer.aborted from None
         if not isinstance(exc, paramiko.AuthenticationException):
-            raise AuthError(f"{endpoint.alias}: keyboard-interactive login failed: {exc}") from None
+            raise AuthError(
+                f"{endpoint.alias}: keyboard-interactive login failed: {sanitise.line(str(exc))}"
+            ) from None
     source = "the keyring's TOTP secret" if answerer.totp_answers else "the code you typed"
     raise AuthError(
         f"{endpoint.alias} rejected the keyboard-interactive login ({source}); "

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import paramiko
 
+from bastionctl import sanitise
 from bastionctl.config import Settings
 from bastionctl.errors import AuthError, ConnectError, SecretStoreError
 from bastionctl.model import Bastion, Endpoint, Host, hostport
@@ -18,7 +19,7 @@ from bastionctl.ssh import datapath, seam
 from bastionctl.ssh.auth import Asker, PromptAnswerer, authenticate, load_identity
 from bastionctl.ssh.datapath import MAX_PACKET_SIZE, WINDOW_SIZE
 from bastionctl.ssh.forward import ChannelRefused, open_direct
-from bastionctl.ssh.hostkeys import KnownHosts
+from bastionctl.ssh.hostkeys import KnownHosts, host_key_names
 from bastionctl.ssh.wire import ReadAhead
 
 log = logging.getLogger(__name__)
@@ -152,12 +153,19 @@ def _login(sock: ReadAhead, endpoint: Endpoint, session: Session, what: str) -> 
                 raise ConnectError(
                     f"no SSH handshake with {what} at {where} within {timeout:g} s"
                 ) from None
-            raise ConnectError(
-                f"SSH handshake with {what} at {where} failed: {exc or type(exc).__name__}"
-            ) from None
-        session.known_hosts.verify(endpoint.alias, _known_names(endpoint), server_key)
+            # paramiko's text may quote what the server sent (its version line).
+            reason = sanitise.line(str(exc)) or type(exc).__name__
+            raise ConnectError(f"SSH handshake with {what} at {where} failed: {reason}") from None
+        session.known_hosts.verify(
+            endpoint.alias, _known_names(endpoint), server_key, endpoint.known_hosts_name
+        )
         keys = load_identity(endpoint, session.ask)
-        answerer = PromptAnswerer(endpoint, lambda: session.totp_for(endpoint), session.ask)
+        answerer = PromptAnswerer(
+            endpoint,
+            lambda: session.totp_for(endpoint),
+            session.ask,
+            session.settings.totp_prompt,
+        )
         authenticate(transport, endpoint, keys, answerer)
         if not transport.is_authenticated():
             raise AuthError(f"{what} did not accept the login")
@@ -184,11 +192,6 @@ def _tune(transport: paramiko.Transport, endpoint: Endpoint, session: Session) -
 
 
 def _known_names(endpoint: Endpoint) -> list[str]:
-    """Names known_hosts may list this endpoint under; the first is what we connect to."""
-    names = [endpoint.known_hosts_name]
-    for extra in (endpoint.alias, endpoint.fqdn):
-        if extra:
-            name = extra if endpoint.port == 22 else f"[{extra}]:{endpoint.port}"
-            if name not in names:
-                names.append(name)
-    return names
+    """Names known_hosts may list this endpoint under: its host_key_alias from the config, else
+    the address connected to; never a name from EC2 tags (see hostkeys.host_key_names)."""
+    return host_key_names(endpoint)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import paramiko
 
+from bastionctl import sanitise
 from bastionctl.errors import BastionctlError, ConnectError, PortInUseError
 from bastionctl.model import hostport
 from bastionctl.ssh.datapath import DataPath, Delivery
@@ -47,7 +48,8 @@ def refusal(code: int, text: str, host: str, remote: tuple[str, int]) -> str:
         return f"{host} could not connect to {where} (connect failed)"
     if code == paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED:
         return f"{host} does not allow forwarding to {where} (administratively prohibited)"
-    return f"{host} could not open a channel to {where} ({text.lower()}, code {code})"
+    reason = sanitise.line(text, 200).lower() or "no reason given"  # the server's own words
+    return f"{host} could not open a channel to {where} ({reason}, code {code})"
 
 
 def open_direct(
@@ -66,9 +68,8 @@ def open_direct(
     try:
         return path.open_channel(transport, remote, origin, timeout)
     except paramiko.ChannelException as exc:
-        raise ChannelRefused(
-            refusal(exc.code, exc.text, host, remote), exc.code, exc.text
-        ) from None
+        text = sanitise.line(exc.text)
+        raise ChannelRefused(refusal(exc.code, text, host, remote), exc.code, text) from None
     except (paramiko.SSHException, EOFError, OSError) as exc:
         if transport.is_active():  # paramiko's own timeout: the transport is still fine
             raise ChannelTimeout(
@@ -76,7 +77,7 @@ def open_direct(
             ) from None
         raise ConnectError(
             f"the connection to {host} failed while opening a channel to {hostport(*remote)}: "
-            f"{exc or type(exc).__name__}"
+            f"{sanitise.line(str(exc)) or type(exc).__name__}"
         ) from None
 
 

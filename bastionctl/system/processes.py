@@ -18,7 +18,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bastionctl.sanitise import SafeFormatter
 from bastionctl.system import api
+from bastionctl.system.files import open_private_log
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +53,9 @@ def fork_detached(child: Callable[[], None], log_file: Path, verbose: bool) -> A
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             root = logging.getLogger()
             root.handlers = [logging.StreamHandler(sys.stderr)]
+            # The agent's log file: paramiko logs what servers send, so sanitised.
             root.handlers[0].setFormatter(
-                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+                SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
             )
             root.setLevel(logging.INFO if verbose else logging.WARNING)
             child()
@@ -75,7 +78,7 @@ def fork_detached(child: Callable[[], None], log_file: Path, verbose: bool) -> A
 
 def _redirect_stdio(log_file: Path) -> None:
     null = os.open(os.devnull, os.O_RDONLY)
-    out = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    out = open_private_log(log_file)
     os.dup2(null, 0)
     os.dup2(out, 1)
     os.dup2(out, 2)
@@ -90,7 +93,7 @@ def spawn_detached(argv: Sequence[str], log_file: Path) -> Alive:
         options["creationflags"] = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP
     elif api.has("setsid"):
         options["start_new_session"] = True
-    with log_file.open("ab") as out:
+    with os.fdopen(open_private_log(log_file), "ab") as out:
         process = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,

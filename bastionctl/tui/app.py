@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
@@ -24,10 +25,13 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, RichLog
 
+from bastionctl import sanitise
 from bastionctl.config import Config, load_config, resolve_config_path
 from bastionctl.errors import BastionctlError, LoginCancelled
 from bastionctl.model import Bastion, Host
 from bastionctl.otp import SecretStore, UsedSteps
+from bastionctl.prompting import origin_of
+from bastionctl.sanitise import SafeFormatter
 from bastionctl.tui.help_screen import HelpScreen
 from bastionctl.tui.host_details import HostDetails
 from bastionctl.tui.host_table import HostTable
@@ -60,12 +64,13 @@ DNS_SETTLE = 0.3
 
 
 class PanelLogHandler(logging.Handler):
-    """Log records (paramiko's too) go to the session log panel, never over the screen."""
+    """Log records (paramiko's too) go to the session log panel, never over the screen;
+    sanitised, as paramiko logs what servers send."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.pending: deque[str] = deque(maxlen=1000)
-        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        self.setFormatter(SafeFormatter("%(levelname)s %(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -182,14 +187,15 @@ class BastionApp(App[None]):
             self.log_line(self.log_handler.pending.popleft())
 
     def log_line(self, text: str) -> None:
+        """A line in the session log: plain, sanitised text (it may quote a server)."""
         stamp = time.strftime("%H:%M:%S", time.localtime(self.clock()))
         for log in self.query(RichLog):
-            log.write(f"{stamp} {text}")
+            log.write(Text(f"{stamp} {sanitise.line(text, sanitise.LOG_LIMIT)}"))
 
     def say(self, text: str, severity: str = "information") -> None:
-        """A notification, and the same line in the session log."""
+        """A notification, and the same line in the session log: plain text, never markup."""
         self.log_line(text)
-        self.notify(text, severity=severity)  # type: ignore[arg-type]
+        self.notify(sanitise.line(text), severity=severity, markup=False)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------ inventory
 
@@ -220,7 +226,9 @@ class BastionApp(App[None]):
             self.log_line(f"warning: {warning}")
         if warnings:
             self.notify(
-                f"the inventory has {len(warnings)} warnings (see the log: l)", severity="warning"
+                f"the inventory has {len(warnings)} warnings (see the log: l)",
+                severity="warning",
+                markup=False,
             )
         if not config.inventory.hosts and not config.inventory.bastions:
             where = f"config {config.path}" if config.path else "no config file was found"
@@ -292,16 +300,20 @@ class BastionApp(App[None]):
     # ------------------------------------------------------------ tunnels
 
     def ask_from_thread(self, prompt: str, echo: bool) -> str:
-        """Session.ask for a login in a worker thread: the TOTP dialog, waited for."""
+        """Session.ask for a login in a worker thread: the TOTP dialog, waited for. It names
+        the server that asks (a prompting.Question says which)."""
         answer: Future[str | None] = Future()
+        origin = origin_of(prompt)
+        asking_for = origin.host if origin is not None else self._asking_for
 
         def step_used() -> bool:
-            last = self.used_steps.last(self._asking_for) if self._asking_for else None
+            last = self.used_steps.last(asking_for) if asking_for else None
             return last is not None and last == int(self.clock()) // STEP
 
         def show() -> None:
             self.push_screen(
-                TotpDialog(prompt, echo, self.clock, step_used), callback=answer.set_result
+                TotpDialog(prompt, echo, self.clock, step_used, origin),
+                callback=answer.set_result,
             )
 
         self.call_from_thread(show)

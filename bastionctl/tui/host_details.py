@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 from textual.widgets import Static
 
+from bastionctl import sanitise
 from bastionctl.model import Bastion, Host
 from bastionctl.tui.rows import details
 
@@ -37,5 +39,6 @@ class HostDetails(Static):
         table.add_column(style="bold")
         table.add_column()
         for name, value in self.pairs:
-            table.add_row(name, value)
+            # Values come from tags, DNS answers: plain, sanitised text, never markup.
+            table.add_row(Text(name), Text(sanitise.line(value)))
         self.update(table)

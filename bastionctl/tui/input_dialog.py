@@ -10,6 +10,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label
 
+from bastionctl import sanitise
+
 
 class InputDialog(ModalScreen[str | None]):
     """Dismissed with the text once `check` accepts it (its error is shown), None on Esc."""
@@ -25,16 +27,16 @@ class InputDialog(ModalScreen[str | None]):
         check: Callable[[str], str | None] = lambda _text: None,
     ) -> None:
         super().__init__()
-        self.title_text = title
+        self.title_text = sanitise.line(title)  # it may name a host from a tag: plain text
         self.password = password
         self.placeholder = placeholder
         self.check = check
 
     def compose(self) -> ComposeResult:
         with Vertical(id="input-box", classes="dialog"):
-            yield Label(self.title_text, classes="dialog-title")
+            yield Label(self.title_text, classes="dialog-title", markup=False)
             yield Input(password=self.password, placeholder=self.placeholder, id="dialog-input")
-            yield Label("", id="dialog-error")
+            yield Label("", id="dialog-error", markup=False)
             yield Label("Enter: OK   Esc: cancel", classes="dialog-help")
 
     def on_mount(self) -> None:
@@ -43,7 +45,7 @@ class InputDialog(ModalScreen[str | None]):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         problem = self.check(event.value)
         if problem:
-            self.query_one("#dialog-error", Label).update(problem)
+            self.query_one("#dialog-error", Label).update(sanitise.line(problem))
             return
         self.dismiss(event.value)
 

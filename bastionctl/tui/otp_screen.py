@@ -6,12 +6,15 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label
 
+from bastionctl import sanitise
 from bastionctl.errors import BastionctlError
 from bastionctl.otp import SecretStore, parse_secret
 from bastionctl.tui.input_dialog import InputDialog
+from bastionctl.tui.plain import cell
 
 
 def _check_secret(text: str) -> str | None:
@@ -44,7 +47,7 @@ class OtpScreen(ModalScreen[None]):
         table = self.query_one(DataTable)
         table.add_columns("bastion", "secret")
         for alias in self.bastions:
-            table.add_row(alias, "…", key=alias)
+            table.add_row(cell(alias), cell("…"), key=alias)
         table.focus()
         self.load_status()
 
@@ -59,7 +62,7 @@ class OtpScreen(ModalScreen[None]):
 
     def show_status(self, alias: str, status: str) -> None:
         table = self.query_one(DataTable)
-        table.update_cell(alias, table.ordered_columns[1].key, status)
+        table.update_cell(alias, table.ordered_columns[1].key, cell(status))
 
     def selected(self) -> str | None:
         table = self.query_one(DataTable)
@@ -90,10 +93,10 @@ class OtpScreen(ModalScreen[None]):
         try:
             self.secrets.set(alias, parse_secret(text))
         except BastionctlError as exc:
-            self.app.call_from_thread(self.app.notify, str(exc), severity="error")
+            self.app.call_from_thread(self.tell, str(exc), "error")
             return
         self.app.call_from_thread(self.show_status, alias, "stored")
-        self.app.call_from_thread(self.app.notify, f"stored the TOTP secret for {alias}")
+        self.app.call_from_thread(self.tell, f"stored the TOTP secret for {alias}")
 
     @work(thread=True)
     def action_remove_secret(self) -> None:
@@ -103,11 +106,15 @@ class OtpScreen(ModalScreen[None]):
         try:
             removed = self.secrets.delete(alias)
         except BastionctlError as exc:
-            self.app.call_from_thread(self.app.notify, str(exc), severity="error")
+            self.app.call_from_thread(self.tell, str(exc), "error")
             return
         self.app.call_from_thread(self.show_status, alias, "none")
         what = "removed" if removed else "there was no"
-        self.app.call_from_thread(self.app.notify, f"{what} TOTP secret for {alias}")
+        self.app.call_from_thread(self.tell, f"{what} TOTP secret for {alias}")
+
+    def tell(self, text: str, severity: SeverityLevel = "information") -> None:
+        """A notification: plain, sanitised text (a keyring error, an alias from a tag)."""
+        self.app.notify(sanitise.line(text), severity=severity, markup=False)
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -21,6 +21,8 @@ class HostRow:
     services: str
     region: str
     haystack: str
+    # A host whose bastion is ambiguous: its group (by bastion) names the candidates.
+    ambiguous: bool = False
 
     def cells(self) -> tuple[str, ...]:
         return (self.alias, self.group, self.platform, self.ipv6, self.ipv4, self.services)
@@ -30,11 +32,17 @@ GROUPINGS = ("bastion", "region", "role")
 
 
 def host_rows(inventory: Inventory, group_by: str = "bastion") -> list[HostRow]:
-    """Rows grouped by bastion, region or role (bastions first in a group), then by alias."""
+    """Rows grouped by bastion, region or role (bastions first in a group), then by alias;
+    by bastion, hosts whose bastion is ambiguous come last."""
     rows = [_row(b, "bastion", group_by) for b in inventory.bastions.values()]
     rows += [_row(h, "host", group_by) for h in inventory.hosts.values()]
-    rows.sort(key=lambda r: (r.group, r.role != "bastion", r.alias))
+    last = group_by == "bastion"
+    rows.sort(key=lambda r: (last and r.ambiguous, r.group, r.role != "bastion", r.alias))
     return rows
+
+
+def ambiguous_label(host: Host, separator: str = "|") -> str:
+    return f"ambiguous: {separator.join(host.ambiguous_bastions)}"
 
 
 def _row(endpoint: Bastion | Host, role: str, group_by: str) -> HostRow:
@@ -42,11 +50,16 @@ def _row(endpoint: Bastion | Host, role: str, group_by: str) -> HostRow:
     services = ",".join(getattr(endpoint, "services", ()))
     platform = getattr(endpoint, "platform", "") if role == "host" else "bastion"
     region = origin.region if origin else "static"
-    bastion = endpoint.bastion if isinstance(endpoint, Host) else endpoint.alias
+    ambiguous = isinstance(endpoint, Host) and endpoint.ambiguous
+    if isinstance(endpoint, Host):
+        bastion = ambiguous_label(endpoint) if endpoint.ambiguous else endpoint.bastion
+    else:
+        bastion = endpoint.alias
     group = {"bastion": bastion, "region": region, "role": role}[group_by]
     fields = (
         endpoint.alias,
         group,
+        bastion if ambiguous else "",
         platform,
         endpoint.ipv6,
         endpoint.ipv4,
@@ -64,6 +77,7 @@ def _row(endpoint: Bastion | Host, role: str, group_by: str) -> HostRow:
         services=services,
         region=region,
         haystack=" ".join(f for f in fields if f).lower(),
+        ambiguous=ambiguous,
     )
 
 
@@ -89,7 +103,13 @@ def details(endpoint: Bastion | Host) -> list[tuple[str, str]]:
         ("key", str(endpoint.identity_file) if endpoint.identity_file else "-"),
     ]
     if isinstance(endpoint, Host):
-        pairs += [("bastion", endpoint.bastion), ("services", ", ".join(endpoint.services) or "-")]
+        bastion = endpoint.bastion
+        if endpoint.ambiguous:
+            bastion = (
+                f"{ambiguous_label(endpoint, ' or ')}; no ssh config or tunnel until a bastion "
+                "tag or the config chooses one"
+            )
+        pairs += [("bastion", bastion), ("services", ", ".join(endpoint.services) or "-")]
     if origin is not None:
         pairs += [
             ("source", f"ec2 {origin.source}"),

@@ -1,8 +1,8 @@
-"""The server's own prompt, a masked input, and the seconds left in the 30 s step."""
+"""Who asks (the bastion or the target, by name), its own prompt, a masked input, and the
+seconds left in the 30 s step. Everything shown is plain, sanitised text, never markup."""
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 
@@ -12,21 +12,25 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label
 
-from bastionctl.ssh.auth import strip_escapes
+from bastionctl import sanitise
+from bastionctl.prompting import Origin, origin_of
 
 STEP = 30
-# What is left once escape sequences are gone: control characters, newlines included.
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def sanitise(prompt: str, limit: int = 200) -> str:
-    """A server prompt fit to show on one line: no escape sequences or control characters."""
-    text = CONTROL.sub(" ", strip_escapes(prompt)).strip()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def asker_title(origin: Origin | None) -> str:
+    """The dialog's title: "server-02 (target) asks:" for a server's question, "bastionctl
+    asks:" for bastionctl's own (a key's passphrase)."""
+    if origin is None:
+        return "bastionctl asks:"
+    return f"{sanitise.line(origin.host)} ({origin.role.value}) asks:"
 
 
 class TotpDialog(ModalScreen[str | None]):
-    """Dismissed with the typed answer, or None when the person presses Esc."""
+    """Dismissed with the typed answer, or None when the person presses Esc.
+
+    `origin` names the server that asks; by default the one a prompting.Question carries.
+    """
 
     BINDINGS = [Binding("escape", "cancel", "Cancel login")]
 
@@ -36,19 +40,23 @@ class TotpDialog(ModalScreen[str | None]):
         echo: bool = False,
         clock: Callable[[], float] = time.time,
         step_used: Callable[[], bool] = lambda: False,
+        origin: Origin | None = None,
     ) -> None:
         super().__init__()
-        self.prompt_text = sanitise(prompt) or "Verification code:"
+        self.origin = origin or origin_of(prompt)
+        asked = self.origin.prompt if self.origin is not None else prompt
+        self.title_text = asker_title(self.origin)
+        self.prompt_text = sanitise.line(asked) or "Verification code:"
         self.echo = echo
         self.clock = clock
         self.step_used = step_used
 
     def compose(self) -> ComposeResult:
         with Vertical(id="totp-box"):
-            yield Label("The bastion asks:", classes="dialog-title")
-            yield Label(self.prompt_text, id="totp-prompt")
+            yield Label(self.title_text, classes="dialog-title", markup=False)
+            yield Label(self.prompt_text, id="totp-prompt", markup=False)
             yield Input(password=not self.echo, id="totp-input", placeholder="code")
-            yield Label("", id="totp-step")
+            yield Label("", id="totp-step", markup=False)
             yield Label("Enter: send   Esc: cancel the login", classes="dialog-help")
 
     def on_mount(self) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from bastionctl import sanitise
 from bastionctl.errors import BastionctlError, LoginCancelled, ProtocolError, UsageError
+from bastionctl.prompting import Question
 from bastionctl.tunnels import control
 from bastionctl.tunnels.agent import ensure_agent
 from bastionctl.tunnels.protocol import (
@@ -66,8 +68,11 @@ def _converse(
         while True:
             message: Message | None = conn.receive()
             if isinstance(message, Prompt):
+                # From another process: sanitised again; a server's question says who asks.
+                origin = message.origin.clean() if message.origin else None
+                question = Question(origin) if origin else sanitise.prompt(message.text)
                 try:
-                    answer: str | None = ask(message.text, message.echo)
+                    answer: str | None = ask(question, message.echo)
                 except LoginCancelled:
                     answer = None  # the agent ends the login and says so in its reply
                 conn.send(Answer(answer))

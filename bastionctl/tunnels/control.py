@@ -16,10 +16,9 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from bastionctl import paths
 from bastionctl.errors import BastionctlError, ProtocolError
 from bastionctl.system import channel
-from bastionctl.system.files import private_dir
+from bastionctl.system.files import private_dir, runtime_dir
 from bastionctl.tunnels import protocol
 from bastionctl.tunnels.protocol import Failed, Message, Reply, Request
 
@@ -27,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def sockets_dir() -> Path:
-    return private_dir(paths.runtime_dir() / "tunnels")
+    return private_dir(runtime_dir() / "tunnels")
 
 
 def agent_socket() -> Path:

@@ -16,13 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bastionctl import paths
 from bastionctl.atomic import write_atomic
 from bastionctl.errors import BastionctlError, UsageError
 from bastionctl.model import TunnelSpec, connection_host, hostport, is_loopback
 from bastionctl.system import api, clients
 from bastionctl.system.clients import ClientCommand
 from bastionctl.system.cpu import unpinned
+from bastionctl.system.files import runtime_dir
 
 __all__ = ["ClientCommand", "Launched", "Line", "client_for", "launch", "start_client"]
 
@@ -103,7 +103,7 @@ def ready_command(
 def own_rdp_file(alias: str, port: int) -> Path:
     """The .rdp file bastionctl writes for a client that opens one (not --rdp-file's)."""
     name = re.sub(r"[^A-Za-z0-9._-]", "_", alias)
-    return paths.runtime_dir() / "rdp" / f"{name}-{port}.rdp"
+    return runtime_dir() / "rdp" / f"{name}-{port}.rdp"
 
 
 def check_installed(command: ClientCommand) -> None:

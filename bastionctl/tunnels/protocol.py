@@ -25,6 +25,7 @@ from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type
 from bastionctl import errors
 from bastionctl.errors import BastionctlError, ProtocolError, UsageError
 from bastionctl.model import TunnelSpec, hostport, is_loopback
+from bastionctl.prompting import Origin
 
 VERSION = 1
 # A tunnel list of thousands of tunnels still fits; a runaway peer does not fill memory.
@@ -201,11 +202,17 @@ class AnswerTunnel(Message):
 
 @dataclass(frozen=True)
 class Prompt(Message):
-    """The server asks the person (a TOTP code, a passphrase); answered with Answer."""
+    """The server asks the person (a TOTP code, a passphrase); answered with Answer.
+
+    `text` is the question as any front end shows it ("ALIAS: PROMPT"); `origin` says which
+    server asks (bastion or target) and its own words, or is None for bastionctl's own
+    questions. Both are sanitised by the sender and again where shown.
+    """
 
     TYPE: ClassVar[str] = "prompt"
     text: str
     echo: bool
+    origin: Origin | None = None
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,11 @@ import threading
 import time
 from pathlib import Path
 
+from bastionctl import sanitise
 from bastionctl.config import Settings
 from bastionctl.errors import BastionctlError, LoginCancelled, NeedsInput, UsageError
 from bastionctl.otp import SecretStore, UsedSteps
+from bastionctl.prompting import origin_of
 from bastionctl.ssh.connect import Session
 from bastionctl.tunnels.control import Connection
 from bastionctl.tunnels.manager import TunnelManager
@@ -48,11 +50,13 @@ class FrontEnd:
         self._gone = False
 
     def ask(self, prompt: str, echo: bool) -> str:
+        origin = origin_of(prompt)
+        prompt = sanitise.prompt(prompt)  # sanitised before it leaves, and again where shown
         with self._lock:
             if self._gone:
                 raise NeedsInput(prompt)
             try:
-                self._conn.send(Prompt(prompt, echo))
+                self._conn.send(Prompt(prompt, echo, origin.clean() if origin else None))
                 reply = self._conn.receive()
             except (OSError, BastionctlError):
                 reply = None

@@ -16,7 +16,14 @@ RAW_PORT_BASE = 50000
 def find_host(config: Config, alias: str) -> Host:
     inventory = config.inventory
     if alias in inventory.hosts:
-        return inventory.hosts[alias]
+        host = inventory.hosts[alias]
+        if host.ambiguous:
+            raise UsageError(
+                f"host {alias} has an ambiguous bastion: {' or '.join(host.ambiguous_bastions)}",
+                f"tag the instance {config.inventory_settings.tag_prefix}bastion=BASTION "
+                "to choose one, or declare the right one in the config's [bastions]",
+            )
+        return host
     if alias in inventory.bastions:
         raise UsageError(
             f"{alias} is a bastion; tunnels go to a host behind it",

@@ -34,6 +34,7 @@ def moto_url() -> Iterator[str]:
 def made(moto_url: str) -> world.Made:
     result = world.build(moto_url)
     world.build_hostile(moto_url, result)
+    world.build_claims(moto_url, result)
     return result
 
 

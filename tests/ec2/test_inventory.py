@@ -14,8 +14,10 @@ from tests.ec2.conftest import Aws
 from tests.lab.helpers import free_port, run_cli
 
 
-def write_config(path: Path, body: str) -> Path:
-    path.write_text('[inventory]\nkey_path = "~/.ssh/{key_name}.pem"\n\n' + body)
+def write_config(path: Path, body: str, domains: str = '["joeplaa.com"]') -> Path:
+    path.write_text(
+        f'[inventory]\nkey_path = "~/.ssh/{{key_name}}.pem"\ndomains = {domains}\n\n' + body
+    )
     return path
 
 
@@ -117,7 +119,11 @@ def test_two_profiles_two_regions_field_by_field(aws: Aws, tmp_path: Path) -> No
     assert {"twin-a", "twin-b"} <= set(rows)
     assert "old-box" not in rows, "stopped instances are left out"
     assert "server-02" not in rows, "a duplicated alias is not silently given to one of them"
-    assert "orphan" not in rows
+    # Two bastions in its VPC and no tag to choose: listed, with no bastion and both candidates.
+    expect("orphan", "orphan", bastion=None, ambiguous_bastions=["twin-a", "twin-b"])
+    assert (
+        rows["chosen"]["ambiguous_bastions"] == [] and rows["twin-a"]["ambiguous_bastions"] is None
+    )
     orphan = made["orphan"]["instance_id"]
     assert any(orphan in line and "twin-a and twin-b" in line for line in stderr.splitlines())
     assert "alias server-02 is used by 2 instances" in stderr

@@ -16,6 +16,8 @@ WINDOWS_AMI = "ami-03cf127a"
 PREFIX = "bastionctl:"
 HOSTILE_REGION = "ap-south-1"
 BULK_REGION = "sa-east-1"
+CLAIMS_REGION = "eu-west-3"
+CLAIMS_DOMAIN = "corp.example"
 
 # Tag values nobody should see again: each would change ssh config, a hosts file or a shell.
 HOSTILE_VALUES = {
@@ -201,6 +203,26 @@ def build_hostile(url: str, made: Made) -> None:
         key = f"hostile-{label}-name"
         made.hostile_ids[key] = region.instance(made, key, name=value, suffix=suffix)
         suffix += 1
+
+
+def build_claims(url: str, made: Made) -> None:
+    """Tags that try to take a name: one outside the domains, one the user's own ssh config
+    has, an fqdn two instances claim, names the config uses; and a second bastion in a VPC."""
+    region = Region(url, CLAIMS_REGION, "2a05:d012:c1a", 60)
+    region.instance(made, "gate", name="gate", suffix=1, public=True, role="bastion")
+    region.instance(made, "in-domain", name=f"web.{CLAIMS_DOMAIN}", suffix=2)
+    region.instance(made, "github", name="github.com", suffix=3)
+    region.instance(made, "claim-a", name="claim-a", suffix=4, fqdn=f"db.{CLAIMS_DOMAIN}")
+    region.instance(made, "claim-b", name="claim-b", suffix=5, fqdn=f"db.{CLAIMS_DOMAIN}")
+    # The config has [hosts.legacy] with fqdn legacy.corp.example: both names are the user's.
+    region.instance(made, "legacy", name="legacy", suffix=6)
+    region.instance(made, "shadow", name="shadow", suffix=7, fqdn=f"legacy.{CLAIMS_DOMAIN}")
+    # A second VPC where one more instance tagged as a bastion appears next to the real one.
+    second = Region(url, CLAIMS_REGION, "2a05:d012:c1b", 61)
+    second.instance(made, "real-gate", name="real-gate", suffix=1, public=True, role="bastion")
+    second.instance(made, "rogue-gate", name="rogue-gate", suffix=2, public=True, role="bastion")
+    second.instance(made, "app", name="app", suffix=3)
+    second.instance(made, "pinned", name="pinned", suffix=4, bastion="real-gate")
 
 
 def build_bulk(url: str, count: int, per_reservation: int) -> None:

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bastionctl import paths
-from bastionctl.system import api
+from bastionctl.system import api, files
 from bastionctl.tui.app import create_app
 from bastionctl.tui.tunnel_panel import TunnelPanel
 from bastionctl.tunnels.client import all_tunnels
@@ -419,7 +418,7 @@ async def test_tui_launch_on_darwin_hands_off_and_says_so(
             await pilot.press("o")
             handed = "the RDP client was handed to macOS (open) for server-02"
             await until(pilot, lambda: any(n.message == handed for n in tui._notifications))
-        rdp = paths.runtime_dir() / "rdp" / f"server-02-{info.local_port}.rdp"
+        rdp = files.runtime_dir() / "rdp" / f"server-02-{info.local_port}.rdp"
         assert launcher.args() == ["-a", "Windows App", str(rdp)]
         assert f"full address:s:127.0.0.1:{info.local_port}\r\n" in rdp.read_bytes().decode()
     finally:

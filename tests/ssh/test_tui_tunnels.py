@@ -43,7 +43,9 @@ async def test_the_tui_answers_a_detached_tunnel_that_waits(
         panel.focus()
         await pilot.press("a")
         await until(pilot, lambda: isinstance(tui.screen, TotpDialog))
-        assert tui.screen.prompt_text == PROMPT  # type: ignore[attr-defined]
+        # The agent relays who asks: the dialog names the bastion, then shows its prompt.
+        assert tui.screen.title_text == "server-01 (bastion) asks:"  # type: ignore[attr-defined]
+        assert tui.screen.prompt_text == "Verification code:"  # type: ignore[attr-defined]
         tui.screen.query_one(Input).value = ssh_world.totp_code("bulk")
         await pilot.press("enter")
         await until(pilot, lambda: any("is up" in n.message for n in tui._notifications), 15)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bastionctl.prompting import Origin, Question, Role
 from bastionctl.tui.report_screen import ReportScreen
 from bastionctl.tui.totp_dialog import TotpDialog
 from tests.tui.pilot import EXAMPLE, FIXED_CLOCK, app, ready
@@ -43,7 +44,9 @@ def test_totp_dialog(snap_compare: Any, fixed_home: Path) -> None:
 
     async def ask(pilot: Any) -> None:
         await ready(pilot, tui)
-        tui.push_screen(TotpDialog("Verification code: \x1b[31m", clock=lambda: FIXED_CLOCK))
+        # As a login relays the bastion's question: the dialog names who asks.
+        question = Question(Origin("server-01", Role.BASTION, "Verification code: \x1b[31m"))
+        tui.push_screen(TotpDialog(question, clock=lambda: FIXED_CLOCK))
         await pilot.press("1", "2", "3")
 
     assert snap_compare(tui, run_before=ask, terminal_size=SIZE)

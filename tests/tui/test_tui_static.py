@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input, RichLog
 
+from bastionctl import sanitise
 from bastionctl.tui.app import BastionApp
 from bastionctl.tui.help_screen import HelpScreen
 from bastionctl.tui.host_details import HostDetails
 from bastionctl.tui.host_table import HostTable
-from bastionctl.tui.totp_dialog import TotpDialog, sanitise
+from bastionctl.tui.totp_dialog import TotpDialog
 from tests.tui.pilot import FIXED_CLOCK, app, ready
 
 
@@ -86,9 +87,9 @@ async def test_a_bad_config_is_one_notification_not_a_crash(tmp_path: Path) -> N
 
 def test_prompts_are_shown_without_control_characters() -> None:
     hostile = "Verification code: \x1b[2J\x1b]0;pwned\x07\x1b[31m"
-    assert sanitise(hostile) == "Verification code:"
-    assert sanitise("line one\r\nline two\x00") == "line one  line two"
-    assert len(sanitise("x" * 5000)) == 200
+    assert TotpDialog(hostile).prompt_text == "Verification code:"
+    assert TotpDialog("line one\r\nline two\x00").prompt_text == "line one line two"
+    assert len(TotpDialog("x" * 5000).prompt_text) == sanitise.LINE_LIMIT
 
 
 @pytest.mark.parametrize(

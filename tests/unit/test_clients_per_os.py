@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bastionctl import paths
 from bastionctl.errors import UsageError
-from bastionctl.system import api, clients
+from bastionctl.system import api, clients, files
 from bastionctl.tunnels import launch
 
 SetView = Callable[..., None]
@@ -237,7 +236,7 @@ def test_darwin_ready_command_writes_its_own_rdp_file(set_view: SetView) -> None
     set_view("darwin")
     mac_app("Windows App")
     command = launch.ready_command("rdp", "localhost", 53390, "server-03", "Administrator")
-    own = paths.runtime_dir() / "rdp" / "server-03-53390.rdp"
+    own = files.runtime_dir() / "rdp" / "server-03-53390.rdp"
     assert command.argv == ["open", "-a", "Windows App", str(own)]
     assert own.read_bytes() == (
         b"full address:s:127.0.0.1:53390\r\nprompt for credentials:i:1\r\n"
@@ -255,7 +254,7 @@ def test_darwin_ready_command_opens_the_rdp_file_asked_for(
     asked = tmp_path / "mine.rdp"  # written by --rdp-file before the launch
     command = launch.ready_command("rdp", "127.0.0.1", 53389, "server-03", rdp_file=asked)
     assert command.argv == ["open", "-a", "Microsoft Remote Desktop", str(asked)]
-    assert not (paths.runtime_dir() / "rdp").exists()
+    assert not (files.runtime_dir() / "rdp").exists()
 
 
 def test_darwin_database_clients(set_view: SetView) -> None:

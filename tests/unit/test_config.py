@@ -109,3 +109,56 @@ def test_config_path_resolution(
     assert resolve_config_path(explicit) == explicit
     with pytest.raises(ConfigError, match="does not exist"):
         resolve_config_path(tmp_path / "missing.toml")
+
+
+ZONED = '[bastions.b]\nuser = "a"\n{key} = "{value}"\n'
+HOSTILE_ZONE = r"fe80::1%x\nHost *\n  ProxyCommand sh -c id>pwned"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (ZONED.format(key="ipv6", value=HOSTILE_ZONE), r"c.toml:3: bastions.b.ipv6: has a zone id"),
+        (
+            ZONED.format(key="hostname", value=HOSTILE_ZONE),
+            r"c.toml:3: bastions.b.hostname: has a zone id",
+        ),
+        (ZONED.format(key="ipv6", value="fe80::1%eth0 x"), r"c.toml:3: bastions.b.ipv6"),
+        (ZONED.format(key="ipv6", value="fe80::1%abcdefghijklmnop"), r"bastions.b.ipv6: has a"),
+        ('[settings]\nbind = "fe80::1%a;b"\n', r"c.toml:2: settings.bind: has a zone id"),
+        (
+            '[settings]\ndns_servers = ["[fe80::1%a b]:53"]\n',
+            r"c.toml:2: settings.dns_servers: has a zone id",
+        ),
+        (
+            '[bastions.b]\nuser = "a"\nipv4 = "192.0.2.1"\nhost_key_alias = "*.example.com"\n',
+            r"c.toml:4: bastions.b.host_key_alias: must be a host name or address",
+        ),
+        (
+            '[bastions.b]\nuser = "a"\nipv4 = "192.0.2.1"\nhost_key_alias = "gw%h"\n',
+            r"c.toml:4: bastions.b.host_key_alias",
+        ),
+    ],
+)
+def test_zone_ids_and_host_key_aliases_are_checked(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError, match=expected) as error:
+        parse_config(text, tmp_path / "c.toml")
+    assert "\n" not in str(error.value)  # the value is shown escaped, on one line
+
+
+def test_interface_zone_ids_and_host_key_aliases_are_accepted(tmp_path: Path) -> None:
+    text = (
+        '[settings]\nbind = "fe80::1%lo"\ndns_servers = ["[fe80::53%eth0.100]:53"]\n'
+        '[bastions.b]\nuser = "a"\nipv6 = "FE80::1%br-lan_1"\nhost_key_alias = "Gate.Example.COM"\n'
+        '[hosts.h]\nuser = "u"\nhostname = "fe80::2%12"\nport = 2222\n'
+        'host_key_alias = "[gate.example.com]:2222"\n'
+    )
+    config = parse_config(text, tmp_path / "c.toml")
+    bastion = config.inventory.bastions["b"]
+    assert bastion.ipv6 == "fe80::1%br-lan_1" and bastion.host_key_alias == "gate.example.com"
+    host = config.inventory.hosts["h"]
+    assert host.connect_host == "fe80::2%12"
+    assert host.host_key_alias == "[gate.example.com]:2222"
+    assert config.settings.bind == "fe80::1%lo"

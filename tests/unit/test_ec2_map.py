@@ -95,7 +95,14 @@ def test_address_choices_and_fallbacks() -> None:
     by_tag = instance(
         "tagged", NetworkInterfaces=v6, tags={"address": "fqdn", "fqdn": "t.example.org"}
     )
-    result = mapped(bastion(tags={"fqdn": "jump.example.org"}), both, v4_only, by_tag)
+    domains = ("example.org",)
+    result = mapped(
+        bastion(tags={"fqdn": "jump.example.org"}),
+        both,
+        v4_only,
+        by_tag,
+        settings=InventorySettings(domains=domains),
+    )
     assert result.hosts["both"].hostname == "2001:db8::5"
     assert result.hosts["v4only"].hostname == result.hosts["v4only"].ipv4
     assert result.hosts["tagged"].hostname == "t.example.org"
@@ -103,7 +110,7 @@ def test_address_choices_and_fallbacks() -> None:
     as_v4 = mapped(
         bastion(tags={"fqdn": "jump.example.org"}),
         both,
-        settings=InventorySettings(host_address="ipv4", bastion_address="ipv4"),
+        settings=InventorySettings(host_address="ipv4", bastion_address="ipv4", domains=domains),
     )
     assert as_v4.bastions["jump"].hostname == "198.51.100.7"
     assert as_v4.hosts["both"].hostname == as_v4.hosts["both"].ipv4
@@ -128,11 +135,16 @@ def test_bastion_by_tag_by_vpc_or_the_only_one() -> None:
         "jump-b",
     )
     assert hosts["to-static"].bastion == "static-jump"
-    assert "lost" not in hosts
-    assert any("no bastion in VPC vpc-00000000000000009" in w for w in result.warnings)
+    # No bastion in its VPC and several elsewhere: the one the config declares wins over
+    # those only tags make bastions.
+    assert hosts["lost"].bastion == "static-jump" and not hosts["lost"].ambiguous
     # With a single bastion anywhere, an untagged host in another VPC uses it.
     only = mapped(bastion("solo"), instance("far", vpc=other_vpc))
     assert only.hosts["far"].bastion == "solo"
+    # With none at all it is left out, with a warning.
+    none = mapped(instance("alone", vpc=other_vpc))
+    assert not none.hosts
+    assert any("no bastion in VPC vpc-00000000000000001" in w for w in none.warnings)
 
 
 def test_duplicate_aliases_are_renamed_deterministically() -> None:

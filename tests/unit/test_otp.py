@@ -55,18 +55,45 @@ def test_codes_match_pyotp() -> None:
     assert secret.code(secret.step(1_700_000_000)) == pyotp.TOTP(SECRET).at(1_700_000_000)
 
 
+HOST_KEY_QUESTION = (
+    "The authenticity of host 'token-db.corp.example (2001:db8::5)' can't be established.\n"
+    "ED25519 key fingerprint is SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU.\n"
+    "This key is not known by any other names.\n"
+    "Are you sure you want to continue connecting (yes/no/[fingerprint])? "
+)
+
+
 @pytest.mark.parametrize(
-    ("prompt", "expected"),
+    ("prompt", "custom", "expected"),
     [
-        ("Verification code: ", True),
-        ("Enter your OTP:", True),
-        ("Password: ", False),
-        ("Duo two-factor passcode", True),
-        ("Username:", False),
+        ("Verification code: ", None, True),
+        ("Verification code:", None, True),
+        ("(bulk@server-01) Verification code: ", None, True),
+        ("(op@2001:db8::1) Verification code:", None, True),
+        # Anchored: the words somewhere in a prompt are not enough.
+        ("Your verification code: ", None, False),
+        ("Verification code: (or the recovery key)", None, False),
+        ("(bulk@server-01)Verification code: ", None, False),
+        ("Enter your OTP:", None, False),
+        ("Duo two-factor passcode", None, False),
+        ("token", None, False),
+        ("mfa 2fa", None, False),
+        ("Password: ", None, False),
+        ("Username:", None, False),
+        (HOST_KEY_QUESTION, None, False),
+        # The config's regex, matched whole, with or without OpenSSH's prefix.
+        ("Enter your OTP:", r"Enter your OTP:", True),
+        ("(op@b) Enter your OTP: ", r"Enter your OTP:", True),
+        ("Enter your OTP: now", r"Enter your OTP:", False),
+        ("Duo two-factor passcode", r"Duo .* passcode", True),
+        ("Verification code: ", r"Token:", True),
+        # A yes/no question never, whatever the regex says.
+        (HOST_KEY_QUESTION, r"(?s).*", False),
+        ("Continue? (yes/no)? ", r".*", False),
     ],
 )
-def test_totp_prompt_detection(prompt: str, expected: bool) -> None:
-    assert looks_like_totp_prompt(prompt) is expected
+def test_totp_prompt_detection(prompt: str, custom: str | None, expected: bool) -> None:
+    assert looks_like_totp_prompt(prompt, custom) is expected
 
 
 def test_used_steps_are_shared_and_monotonic(tmp_path: Path) -> None:

@@ -195,3 +195,41 @@ def test_both_flavours_from_one_config_differ_only_in_connection_sharing(
         assert seen_windows["controlmaster"] == "false"  # ssh's default: nothing set
         if isinstance(endpoint, Bastion):
             assert seen_posix["controlmaster"] == "auto"
+
+
+# --- zone ids and HostKeyAlias ------------------------------------------------------------------
+
+HOSTILE_ZONE = "fe80::1%x\nHost *\n  ProxyCommand sh -c id>pwned"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"ipv6": HOSTILE_ZONE},
+        {"hostname": HOSTILE_ZONE},
+        {"ipv6": "fe80::1%eth0 x"},
+        {"host_key_alias": "gw\n    ProxyCommand sh -c id>pwned"},
+        {"host_key_alias": "*"},
+    ],
+)
+def test_hostile_zone_ids_and_aliases_drop_the_host(fields: dict[str, str]) -> None:
+    rendered = render(_hostile_inventory(**fields), SshOptions(), [])
+    assert len(rendered.warnings) == 1 and "\n" not in rendered.warnings[0]
+    assert "Host h" not in rendered.text.replace("Host b", "")
+    assert "ProxyCommand" not in rendered.text and "pwned" not in rendered.text
+    for text in (hosts.hosts_file, hosts.dnsmasq):
+        assert "pwned" not in text(_hostile_inventory(**fields), True)
+    assert "pwned" not in hosts.zone(_hostile_inventory(**fields), "example.com")
+
+
+def test_zone_ids_and_host_key_aliases_as_ssh_reads_them(tmp_path: Path) -> None:
+    inventory = _hostile_inventory(ipv6="fe80::2%eth0", host_key_alias="gate.example.com")
+    rendered = render(inventory, SshOptions(), [])
+    assert not rendered.warnings
+    assert "    HostName fe80::2%%eth0" in rendered.text.splitlines()  # %% is ssh's literal %
+    options = ssh_g(rendered.text, "h", tmp_path)
+    assert options["hostname"] == "fe80::2%eth0"
+    assert options["hostkeyalias"] == "gate.example.com"
+    assert "hostkeyalias" not in ssh_g(rendered.text, "b", tmp_path)  # only where it is set
+    # A zone names an interface of this machine: no record for the bastion's hosts or DNS.
+    assert "fe80::2" not in hosts.hosts_file(inventory) + hosts.dnsmasq(inventory)
