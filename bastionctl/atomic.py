@@ -8,11 +8,13 @@ import secrets
 from pathlib import Path
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
+def write_atomic(path: Path, text: str, mode: int = 0o600, *, exclusive: bool = False) -> None:
     """Write `text` to a new file beside `path` and rename it over `path`.
 
     The new file is created exclusively and at its final mode (never following a link someone
     placed there): in a shared directory nobody can slip a file or a symlink in between.
+    With `exclusive`, an existing `path` is never replaced (FileExistsError): the new file is
+    linked in under its name, which fails when the name is taken.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
@@ -25,7 +27,11 @@ def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)
+            tmp.unlink()
+        else:
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

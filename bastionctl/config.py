@@ -17,9 +17,14 @@ from bastionctl.services import ServiceCatalogue
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 
 
+def default_known_hosts() -> tuple[Path, ...]:
+    """The user's own known_hosts, then the one bastionctl manages (`known-hosts sync`)."""
+    return (Path(DEFAULT_KNOWN_HOSTS).expanduser(), paths.managed_known_hosts())
+
+
 @dataclass(frozen=True)
 class Settings:
-    known_hosts: tuple[Path, ...] = (Path(DEFAULT_KNOWN_HOSTS).expanduser(),)
+    known_hosts: tuple[Path, ...] = field(default_factory=default_known_hosts)
     connect_timeout: float = 15.0
     keepalive_interval: int = 15
     bind: str = "127.0.0.1"
@@ -35,6 +40,8 @@ class Settings:
     dns_domain: str | None = None
     # A regex (matched whole) for a TOTP prompt other than "Verification code:".
     totp_prompt: str | None = None
+    # Seconds the agent keeps a bastion login after its last tunnel closes (0: closes at once).
+    persist: float = 600.0
 
 
 HostAddress = Literal["ipv6", "ipv4", "fqdn"]
@@ -96,7 +103,7 @@ def resolve_config_path(explicit: Path | None) -> Path | None:
         if must_exist:
             raise ConfigError(
                 f"config file {candidate} does not exist",
-                "check --config / BASTIONCTL_CONFIG (examples are in configs/)",
+                "check --config / BASTIONCTL_CONFIG, or write it with `bastionctl init`",
             )
     return None
 
@@ -137,6 +144,12 @@ def _str(check: Callable[[str], Any]) -> Converter:
 def _positive_number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ValueError("must be a positive number")
+    return float(value)
+
+
+def _non_negative_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e9:
+        raise ValueError("must be a number of seconds, 0 or more")
     return float(value)
 
 
@@ -285,6 +298,18 @@ def _endpoint_url(value: str) -> str:
     return value
 
 
+def _local_ports(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict):
+        raise ValueError("must be a table such as { mysql = 54134 }")
+    out: dict[str, int] = {}
+    for name, port in value.items():
+        try:
+            out[validate.service_name(name)] = validate.port(port)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    return out
+
+
 def _filters(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
     if not isinstance(value, dict):
         raise ValueError('must be a table such as { "tag:env" = ["prod"] }')
@@ -310,6 +335,7 @@ SETTINGS_FIELDS: dict[str, Converter] = {
     "control_path": _str(_path),
     "dns_domain": _str(validate.fqdn),
     "totp_prompt": _str(_regex),
+    "persist": _non_negative_number,
 }
 ENDPOINT_FIELDS: dict[str, Converter] = {
     "user": _str(validate.user),
@@ -327,6 +353,7 @@ HOST_FIELDS: dict[str, Converter] = {
     "bastion": _str(validate.alias),
     "platform": _platform,
     "services": _str_list(validate.service_name),
+    "local_ports": _local_ports,
 }
 SERVICE_FIELDS: dict[str, Converter] = {
     "port": validate.port,
@@ -460,7 +487,7 @@ class _Parser:
                 self.local_path(("settings",), "known_hosts", p) for p in values["known_hosts"]
             )
         else:
-            for default in Settings.known_hosts:
+            for default in default_known_hosts():
                 self.expanded(("settings",), "known_hosts", str(default), "the default")
         return Settings(**values)
 
@@ -557,6 +584,12 @@ class _Parser:
                 known = ", ".join(services.names())
                 raise self.error(table, "services", f"unknown service {service!r} ({known})")
         values["services"] = tuple(services.get(s).name for s in values["services"])
+        ports = values.get("local_ports", {})
+        for service in ports:
+            if service not in services:
+                known = ", ".join(services.names())
+                raise self.error(table, "local_ports", f"unknown service {service!r} ({known})")
+        values["local_ports"] = tuple(sorted((services.get(s).name, p) for s, p in ports.items()))
         return Host(alias=name, **values)
 
 

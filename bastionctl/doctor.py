@@ -226,13 +226,77 @@ def name_check(name: str, resolver: Resolver, view: Dns64View) -> Check:
 # ---------------------------------------------------------------- reachability
 
 
-def ssh_reachability(bastion: Bastion, timeout: float) -> list[Check]:
-    checks = []
-    for family, address in (("IPv6", bastion.ipv6), ("IPv4", bastion.ipv4)):
-        if not address:
-            continue
+@dataclass(frozen=True)
+class Address:
+    """An address to try an endpoint's SSH port at: its family, and where it came from."""
+
+    family: str  # IPv6 | IPv4
+    address: str
+    source: str = ""  # "AAAA of NAME" when resolved from a name; "" for the inventory's
+
+    def shown(self, port: int) -> str:
+        where = hostport(self.address, port)
+        return f"{where} ({self.source})" if self.source else where
+
+
+def endpoint_addresses(
+    endpoint: Endpoint, resolver: Resolver | None, view: Dns64View | None
+) -> tuple[list[Address], list[Check]]:
+    """Where to try `endpoint`'s SSH port, one address per family it has: the inventory's
+    literal addresses, else its name (hostname, else fqdn) resolved to AAAA and A through
+    the configured resolver; failures to resolve as checks."""
+    literal = [Address(f, a) for f, a in (("IPv6", endpoint.ipv6), ("IPv4", endpoint.ipv4)) if a]
+    name = endpoint.hostname or endpoint.fqdn
+    if literal or not name:
+        return literal, []
+    try:
+        parsed = ipaddress.ip_address(name.split("%")[0])
+    except ValueError:
+        pass
+    else:
+        return [Address("IPv6" if parsed.version == 6 else "IPv4", name)], []
+    if resolver is None:
+        return [], [Check(endpoint.alias, "ssh", Status.SKIP, f"{name} not resolved")]
+    found: list[Address] = []
+    failures: list[Lookup] = []
+    for family, rdtype in (("IPv6", "AAAA"), ("IPv4", "A")):
+        lookup = resolver.lookup(name, rdtype)
+        if lookup.addresses:
+            address = lookup.addresses[0]
+            synthesised = (
+                family == "IPv6" and view is not None and view.synthesised(address) is not None
+            )
+            source = f"{rdtype} of {name}" + (", synthesised by DNS64" if synthesised else "")
+            found.append(Address(family, address, source))
+        elif lookup.problem in ("timeout", "servfail", "error"):
+            failures.append(lookup)
+    if found:
+        return found, []
+    if failures:
+        return [], [_resolver_failure(endpoint.alias, failures[0])]
+    return [], [
+        Check(
+            endpoint.alias,
+            "ssh",
+            Status.FAIL,
+            f"{name} has neither an AAAA nor an A record ({', '.join(resolver.names())})",
+            "check the name in the inventory and its DNS records",
+        )
+    ]
+
+
+def ssh_reachability(
+    bastion: Bastion,
+    timeout: float,
+    resolver: Resolver | None = None,
+    view: Dns64View | None = None,
+) -> list[Check]:
+    """The bastion's SSH port over each family it has (a name is resolved first)."""
+    addresses, checks = endpoint_addresses(bastion, resolver, view)
+    for entry in addresses:
+        family, address = entry.family, entry.address
         check = f"ssh over {family}"
-        target = hostport(address, bastion.port)
+        target = entry.shown(bastion.port)
         started = time.perf_counter()
         try:
             with socket.create_connection((address, bastion.port), timeout=timeout) as conn:
@@ -288,8 +352,16 @@ def ssh_reachability(bastion: Bastion, timeout: float) -> list[Check]:
     return checks
 
 
-def deep_checks(bastion: Bastion, hosts: list[Host], session: Any) -> list[Check]:
-    """Log in to the bastion, then ask it for a channel to each host's SSH port."""
+def deep_checks(
+    bastion: Bastion,
+    hosts: list[Host],
+    session: Any,
+    resolver: Resolver | None = None,
+    view: Dns64View | None = None,
+) -> list[Check]:
+    """Log in to the bastion, then ask it for a channel to each host's SSH port: at its
+    address, or for a host known by name only, at each family's address the name resolves
+    to here (else at the name, which the bastion resolves)."""
     from bastionctl.ssh import datapath
     from bastionctl.ssh.connect import connect_bastion
     from bastionctl.ssh.forward import ChannelRefused, ChannelTimeout, open_direct
@@ -301,9 +373,7 @@ def deep_checks(bastion: Bastion, hosts: list[Host], session: Any) -> list[Check
     checks = [Check(bastion.alias, "login", Status.OK, f"logged in as {bastion.user}")]
     try:
         checks.append(_clock_check(bastion, transport))
-        for host in hosts:
-            target = (host.connect_host, host.port)
-            check = f"channel to {hostport(*target)}"
+        for host, target, check in _channel_targets(hosts, resolver, view):
             try:
                 channel = open_direct(
                     transport,
@@ -343,6 +413,25 @@ def deep_checks(bastion: Bastion, hosts: list[Host], session: Any) -> list[Check
     finally:
         transport.close()
     return checks
+
+
+def _channel_targets(
+    hosts: list[Host], resolver: Resolver | None, view: Dns64View | None
+) -> list[tuple[Host, tuple[str, int], str]]:
+    """(host, address to ask the bastion for, the check's name) for each channel to try."""
+    targets = []
+    for host in hosts:
+        resolved: list[Address] = []
+        if not (host.ipv6 or host.ipv4):
+            resolved, _failures = endpoint_addresses(host, resolver, view)
+        if not resolved:
+            target = (host.connect_host, host.port)
+            targets.append((host, target, f"channel to {hostport(*target)}"))
+        for entry in resolved:
+            targets.append(
+                (host, (entry.address, host.port), f"channel to {entry.shown(host.port)}")
+            )
+    return targets
 
 
 # The reason codes of a refused channel (RFC 4254, 5.1).
@@ -507,6 +596,18 @@ def ssh_config_check(config: Config) -> Check:
     )
 
 
+def host_keys_check(config: Config, endpoints: list[Bastion | Host]) -> Check:
+    """How many endpoints' host keys EC2 attests, are pinned otherwise, or are unknown."""
+    from bastionctl.ssh.pinned import key_states
+
+    states = list(key_states(endpoints, config.settings.known_hosts).values())
+    attested, pinned, unknown = (states.count(s) for s in ("attested", "pinned", "unknown"))
+    detail = f"{attested} attested by EC2, {pinned} pinned, {unknown} unknown"
+    if not unknown:
+        return Check("host keys", "known", Status.OK, detail)
+    return Check("host keys", "known", Status.WARN, detail, "bastionctl known-hosts sync")
+
+
 # ---------------------------------------------------------------- all of it
 
 
@@ -544,15 +645,16 @@ def run(
         checks += endpoint_dns(endpoint, resolver, view)
     for bastion in bastions:
         checks += local_checks(bastion, config, secrets)
-        checks += ssh_reachability(bastion, config.settings.connect_timeout)
+        checks += ssh_reachability(bastion, config.settings.connect_timeout, resolver, view)
     for host_entry in hosts:
         checks += local_checks(host_entry, config, secrets)
     checks.append(ssh_config_check(config))
+    checks.append(host_keys_check(config, [*bastions, *hosts]))
     if deep and session_factory is not None:
         session = session_factory()
         for bastion in bastions:
             checks += deep_checks(
-                bastion, [h for h in hosts if h.bastion == bastion.alias], session
+                bastion, [h for h in hosts if h.bastion == bastion.alias], session, resolver, view
             )
     else:
         checks += [

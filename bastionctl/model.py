@@ -90,6 +90,12 @@ class Host(Endpoint):
     # its VPC, no bastion tag): then `bastion` is empty and the host is listed, but gets no
     # ssh config block, no hosts-file line and no tunnel. Empty for every other host.
     ambiguous_bastions: tuple[str, ...] = ()
+    # Local ports the config sets per service (`local_ports = { mysql = 54134 }`); they beat
+    # the remembered ones and the scheme's. Only ever from the user's own config.
+    local_ports: tuple[tuple[str, int], ...] = ()
+
+    def configured_port(self, service: str) -> int | None:
+        return dict(self.local_ports).get(service)
 
     @property
     def ambiguous(self) -> bool:

@@ -134,6 +134,23 @@ def looks_like_totp_prompt(prompt: str, custom: str | None = None) -> bool:
     return any(re.fullmatch(custom, candidate) for candidate in (bare, whole))
 
 
+def keyring_hint() -> str:
+    """What to install for a keyring backend on this OS."""
+    from bastionctl.system import api
+
+    family = api.family()
+    if family in ("darwin", "windows"):
+        store = "the macOS Keychain" if family == "darwin" else "Windows Credential Manager"
+        return (
+            f"{store} works out of the box: check that PYTHON_KEYRING_BACKEND does not "
+            "name another backend and that the keyring package is intact"
+        )
+    return (
+        "install a Secret Service (gnome-keyring or KWallet, in a desktop or D-Bus session), "
+        "or `pip install keyrings.alt` (a file keyring that keeps secrets in plain text)"
+    )
+
+
 class SecretStore:
     """TOTP secrets per bastion alias in the OS keyring (service `bastionctl`)."""
 
@@ -172,6 +189,14 @@ class SecretStore:
                 f"replace it with `bastionctl otp set {bastion}`",
             ) from None
 
+    def readable(self) -> SecretStoreError | None:
+        """Why no secret can be read here (no usable backend), or None when reading works."""
+        try:
+            self._call("read", lambda k: k.get_password(KEYRING_SERVICE, self._username("")))
+        except SecretStoreError as exc:
+            return exc
+        return None
+
     def set(self, bastion: str, secret: OtpSecret) -> None:
         self._call(
             "store",
@@ -199,8 +224,7 @@ class SecretStore:
         except keyring.errors.NoKeyringError:
             raise SecretStoreError(
                 f"cannot {what} the TOTP secret: no keyring backend is available",
-                "install one (e.g. gnome-keyring, or keyrings.alt for a file keyring); "
-                "until then bastionctl asks for the code",
+                f"{keyring_hint()}; until then bastionctl asks for the code",
             ) from None
         except keyring.errors.PasswordDeleteError as exc:
             raise SecretStoreError(f"cannot {what} the TOTP secret: not stored") from exc

@@ -48,6 +48,12 @@ def data_dir() -> Path:
     return Path(_dirs().user_data_dir)
 
 
+def managed_known_hosts() -> Path:
+    """The known_hosts file bastionctl writes (`known-hosts sync`, accepted keys); one of the
+    default `known_hosts` files."""
+    return data_dir() / "known_hosts"
+
+
 def platform_runtime_dir() -> Path:
     """platformdirs' answer; bastionctl uses system.files.runtime_dir(), which checks it."""
     # Without XDG_RUNTIME_DIR (a headless root shell, cron) platformdirs falls back to a shared

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import enum
 import getpass
+import re
 import sys
 from dataclasses import dataclass
 
 from bastionctl import sanitise
 from bastionctl.errors import AuthError
+
+# As otp.YES_NO_RE (a layer above): OpenSSH's host-key question and bastionctl's end so.
+_YES_NO = re.compile(r"\(yes/no(?:/\[fingerprint\])?\)\? *\Z")
 
 
 class Role(enum.StrEnum):
@@ -62,6 +66,9 @@ def terminal_ask(prompt: str, echo: bool) -> str:
             return input(shown) if echo else getpass.getpass(shown)
         except EOFError:
             raise AuthError(f"no answer to {prompt!r}: input closed") from None
+    if _YES_NO.search(prompt):
+        # A decision (a host key to trust) is a person's, never a line piped in.
+        raise AuthError("a yes/no question and no terminal to ask it on")
     sys.stderr.write(shown + "(reading standard input)\n")
     sys.stderr.flush()
     line = sys.stdin.readline() if sys.stdin is not None else ""

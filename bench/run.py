@@ -1,22 +1,31 @@
 """bastionctl against OpenSSH through the lab, interleaved in one run.
 
-    python -m bench [--rounds N] [--size-mb M]      (root: it brings up its own lab)
+    python -m bench [--rounds N] [--size-mb M] [--conn-rounds K]    (root: it brings up its own lab)
+    python -m bench --connections-only [--conn-rounds K]            (only the alternated rows)
 
 The baseline is what most people run, a plain `ssh -J bastion target -L ...` per tunnel; each
 figure has a second row against OpenSSH with ControlMaster (one bastion login shared, as
 bastionctl shares one), and a row for bastionctl's plain data path (BASTIONCTL_DATA_PATH=plain,
 the public-API fallback for a paramiko it does not know) against the same baseline.
 Prints medians with the ratios and writes bench/results/*.json.
+
+The rows for new connections and the round trip (bench.connections) alternate the tools
+`--conn-rounds` times (bastionctl, OpenSSH, ..., order reversed every other round) over
+tunnels opened once, and give each ratio as the median of the per-round ratios with their
+range, with the load average at each round; the tunnel process's RSS and open fds after
+20,000 connections are set against their values after the first 100.
 """
 
 from __future__ import annotations
 
 import argparse
 import compileall
+import contextlib
 import hashlib
 import json
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
@@ -33,7 +42,7 @@ from typing import Any
 import bastionctl as package
 from bastionctl.lab import LabInfo, LabSpec, down, render_config, up
 from bastionctl.lab.standin import pattern
-from bench import offline
+from bench import connections, offline
 from bench import tui as tui_bench
 
 LAB = LabSpec(name="bclb", net_id=4, root=Path("/var/lib/bastionctl-lab/bclb"))
@@ -237,13 +246,39 @@ class Bastionctl(Tool):
         return [self.agent_pid()]
 
     def close(self) -> None:
-        subprocess.run(
-            [sys.executable, "-m", "bastionctl", "tunnel", "stop", "--all"],
-            env=self.env,
-            capture_output=True,
-            timeout=60,
-        )
-        time.sleep(2.5)  # the agent leaves once idle
+        # `logout`: the agent keeps a login for `persist` after its last tunnel; the next
+        # round's cold setup must log in again.
+        try:
+            pid = self.agent_pid()
+        except (OSError, ValueError):
+            pid = None
+        for command in (["tunnel", "stop", "--all"], ["logout"]):
+            subprocess.run(
+                [sys.executable, "-m", "bastionctl", *command],
+                env=self.env,
+                capture_output=True,
+                timeout=60,
+            )
+        if pid is not None:
+            stop_by_pid(pid)
+
+
+def stop_by_pid(pid: int, grace: float = 5.0) -> None:
+    """The agent leaves once idle; one that does not is stopped by its pid (SIGTERM, then
+    SIGKILL), so no bench run leaves a process behind."""
+    deadline = time.monotonic() + grace
+    sent = False
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        if not sent and time.monotonic() > deadline - grace / 2:
+            os.kill(pid, signal.SIGTERM)
+            sent = True
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 class OpenSSH(Tool):
@@ -367,7 +402,7 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def measure(tool: Tool, size: int, rtts: int, results: dict[str, list[float]]) -> None:
+def measure(tool: Tool, size: int, results: dict[str, list[float]]) -> None:
     def add(key: str, value: float) -> None:
         results.setdefault(f"{tool.name}:{key}", []).append(value)
 
@@ -378,9 +413,6 @@ def measure(tool: Tool, size: int, rtts: int, results: dict[str, list[float]]) -
     add("download MB/s", size / MB / download(tool.ports[SOURCE], size))
     cpu = cpu_seconds(tool.client_pids()) - cpu_before
     add("client CPU s/GB", cpu / (2 * size / 1e9))
-    times = sorted(round_trips(tool.ports[ECHO], rtts))
-    add("RTT p50 us", times[len(times) // 2] * 1e6)
-    add("RTT p99 us", times[int(len(times) * 0.99)] * 1e6)
     add("8 streams MB/s", parallel_download(tool.ports[SOURCE], 8, size // 8))
     tool.close()
 
@@ -400,6 +432,73 @@ def cli_timings(env: dict[str, str], results: dict[str, list[float]]) -> None:
             )
 
 
+# Alternated rows: figure, higher is better, target. Each tool's value per round.
+ALTERNATED = (
+    ("1 at a time: conns/s", True, ">= 1.0x"),
+    ("1 at a time: first byte p50 ms", False, ""),
+    ("1 at a time: first byte p99 ms", False, ""),
+    ("20 at a time: conns/s", True, ">= 0.8x"),
+    ("20 at a time: first byte p50 ms", False, ""),
+    ("20 at a time: first byte p99 ms", False, ""),
+    ("RTT p50 us", False, "<= 1.1x"),
+    ("RTT p99 us", False, ""),
+)
+
+
+def alternate(
+    tools: list[Tool], args: argparse.Namespace, results: dict[str, list[float]]
+) -> list[float]:
+    """The alternated rows for every tool, over tunnels opened once; the load at each round."""
+    loads = []
+    for tool in tools:
+        tool.open_all()
+    try:
+        for round_number in range(args.conn_rounds):
+            loads.append(os.getloadavg()[0])
+            for tool in tools if round_number % 2 == 0 else tools[::-1]:
+                print(
+                    f"connections {round_number + 1}/{args.conn_rounds}: {tool.name} "
+                    f"(load {loads[-1]:.2f})",
+                    file=sys.stderr,
+                )
+                port = tool.ports[ECHO]
+                figures = []
+                for total, concurrency in ((args.sequential, 1), (args.concurrent, 20)):
+                    run = connections.burst(port, total, concurrency)
+                    figures += [
+                        run.per_second(),
+                        run.percentile(0.5) * 1e3,
+                        run.percentile(0.99) * 1e3,
+                    ]
+                times = sorted(round_trips(port, args.rtts))
+                figures += [times[len(times) // 2] * 1e6, times[int(len(times) * 0.99)] * 1e6]
+                for (figure, _higher, _target), value in zip(ALTERNATED, figures, strict=True):
+                    results.setdefault(f"{tool.name}:{figure}", []).append(value)
+    finally:
+        for tool in tools:
+            tool.close()
+    return loads
+
+
+def churn(tool: Bastionctl, total: int) -> dict[str, float]:
+    """RSS and open fds of the tunnel process after the first 100 connections and after `total`."""
+    port = tool.detach(ECHO)
+    pid = tool.agent_pid()
+    connections.burst(port, 100, 20)
+    idle = connections.settled_fds(pid, 0, patience=1.0)
+    first = connections.rss_mb(pid)
+    connections.burst(port, total - 100, 20)
+    time.sleep(1.0)
+    figures = {
+        "RSS MB after 100 conns": first,
+        f"RSS MB after {total} conns": connections.rss_mb(pid),
+        "open fds after 100 conns": float(idle),
+        f"open fds after {total} conns": float(connections.settled_fds(pid, idle)),
+    }
+    tool.close()
+    return figures
+
+
 def rss_with_tunnels(tool: Bastionctl, count: int) -> float:
     for _ in range(count):
         tool.detach(ECHO)
@@ -413,8 +512,6 @@ ROWS = (  # figure, higher is better, target (ratio or absolute)
     ("upload MB/s", True, ">= 1.0x"),
     ("download MB/s", True, ">= 1.0x"),
     ("8 streams MB/s", True, ""),
-    ("RTT p50 us", False, "<= 1.1x"),
-    ("RTT p99 us", False, ""),
     ("cold setup s", False, "<= 1.0x"),
     ("second tunnel s", False, "<= 0.3 s"),
     ("client CPU s/GB", False, ""),
@@ -426,6 +523,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--size-mb", type=int, default=200)
     parser.add_argument("--rtts", type=int, default=1000)
+    parser.add_argument(
+        "--conn-rounds", type=int, default=5, help="alternations for connections and RTT"
+    )
+    parser.add_argument("--sequential", type=int, default=1000, help="connections, 1 at a time")
+    parser.add_argument("--concurrent", type=int, default=5000, help="connections, 20 at a time")
+    parser.add_argument(
+        "--churn", type=int, default=20_000, help="connections before RSS/fds (0: skip)"
+    )
+    parser.add_argument(
+        "--connections-only", action="store_true", help="only the alternated and churn rows"
+    )
     parser.add_argument("--count", type=int, default=10_000, help="hosts for the offline rows")
     parser.add_argument("--tui-hosts", type=int, default=5000, help="hosts for the TUI rows")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -436,6 +544,7 @@ def main() -> None:
     # a checkout run with PYTHONDONTWRITEBYTECODE would compile every module in every process.
     compileall.compile_dir(Path(package.__file__).parent, quiet=1)
     size = args.size_mb * MB
+    bulk = not args.connections_only
     results: dict[str, list[float]] = {}
     down(LAB)
     lab = up(LAB)
@@ -447,25 +556,78 @@ def main() -> None:
                 OpenSSH(lab, home, env, master=True),
                 Bastionctl(lab, home, env, data_path="plain"),
             ]
-            for round_number in range(args.rounds):
+            bastionctl = tools[0]
+            assert isinstance(bastionctl, Bastionctl)
+            for round_number in range(args.rounds if bulk else 0):
                 # Interleaved, alternating who goes first, so drift hits both alike.
                 for tool in tools if round_number % 2 == 0 else tools[::-1]:
                     print(f"round {round_number + 1}/{args.rounds}: {tool.name}", file=sys.stderr)
-                    measure(tool, size, args.rtts, results)
-            cli_timings(env, results)
-            bastionctl = tools[0]
-            assert isinstance(bastionctl, Bastionctl)
-            results["bastionctl:peak RSS MB, 20 tunnels"] = [rss_with_tunnels(bastionctl, 20)]
+                    measure(tool, size, results)
+            loads = alternate(tools, args, results)
+            churned = churn(bastionctl, args.churn) if args.churn else {}
+            if bulk:
+                cli_timings(env, results)
+                results["bastionctl:peak RSS MB, 20 tunnels"] = [rss_with_tunnels(bastionctl, 20)]
     finally:
         down(LAB)
-    offline_figures = offline.run(args.count)
-    offline_figures |= {
-        f"TUI {args.tui_hosts} hosts {name}": value
-        for name, value in tui_bench.run(args.tui_hosts).items()
-    }
-    for figure, seconds in offline_figures.items():
+    offline_figures: dict[str, float] = {}
+    if bulk:
+        offline_figures = offline.run(args.count)
+        offline_figures |= {
+            f"TUI {args.tui_hosts} hosts {name}": value
+            for name, value in tui_bench.run(args.tui_hosts).items()
+        }
+    for figure, seconds in {**churned, **offline_figures}.items():
         results[f"bastionctl:{figure}"] = [seconds]
-    report(results, args, list(offline_figures))
+    report(results, args, list(churned) + list(offline_figures), loads)
+
+
+def target_of(figure: str) -> str:
+    found = offline.target_of(figure) or tui_bench.target_of(figure)
+    if found:
+        return found
+    if figure.startswith("RSS MB after") and "after 100 " not in figure:
+        return "<= +20 MB"
+    if figure.startswith("open fds after") and "after 100 " not in figure:
+        return "= after 100"
+    return ""
+
+
+def report_alternated(results: dict[str, list[float]], loads: list[float]) -> list[dict[str, Any]]:
+    """Medians, and the median and range of the per-round ratios (same round, same load)."""
+    table: list[dict[str, Any]] = []
+    if not loads:
+        return table
+    print(
+        f"alternated {len(loads)} times, load average {min(loads):.2f}-{max(loads):.2f}; "
+        "ratio: median of the rounds' ratios [range]"
+    )
+    for figure, _higher, target in ALTERNATED:
+        rows = (("", "bastionctl", "OpenSSH", target), *((*row, "") for row in SECOND_ROWS))
+        for label, ours_name, theirs_name, row_target in rows:
+            ours_all = results[f"{ours_name}:{figure}"]
+            theirs_all = results[f"{theirs_name}:{figure}"]
+            ratios = sorted(a / b for a, b in zip(ours_all, theirs_all, strict=True) if b)
+            ratio = median(ratios)
+            shown = label or figure
+            spread = f"[{ratios[0]:.2f}-{ratios[-1]:.2f}]"
+            print(
+                f"{shown:<32}{median(ours_all):>10.4g}{median(theirs_all):>10.4g}"
+                f"{ratio:>7.2f}x {spread:<13} {row_target}"
+            )
+            table.append(
+                {
+                    "figure": f"{figure}{label}" if label else figure,
+                    "bastionctl": median(ours_all),
+                    "openssh": median(theirs_all),
+                    "against": theirs_name,
+                    "measured": ours_name,
+                    "ratio": ratio,
+                    "ratio_range": [ratios[0], ratios[-1]],
+                    "target": row_target,
+                }
+            )
+    return table
 
 
 # Below each figure: (label, ours, theirs), both tool names as measured.
@@ -476,12 +638,15 @@ SECOND_ROWS = (
 
 
 def report(
-    results: dict[str, list[float]], args: argparse.Namespace, offline_figures: list[str]
+    results: dict[str, list[float]],
+    args: argparse.Namespace,
+    single_figures: list[str],
+    loads: list[float],
 ) -> None:
     table: list[dict[str, Any]] = []
     print(f"{'figure':<22}{'bastionctl':>12}{'OpenSSH':>12}{'ratio':>8}  target")
     print(f"{'':<22}{'':>12}{'(ssh -J -L)':>12}")
-    for figure, _higher, target in ROWS:
+    for figure, _higher, target in ROWS if f"OpenSSH:{ROWS[0][0]}" in results else ():
         rows = (("", "bastionctl", "OpenSSH", target), *((*row, "") for row in SECOND_ROWS))
         for label, ours_name, theirs_name, row_target in rows:
             ours = median(results[f"{ours_name}:{figure}"])
@@ -500,15 +665,15 @@ def report(
                     "target": row_target,
                 }
             )
+    table += report_alternated(results, loads)
     for figure, target in (
         ("--help ms", "<= 150 ms"),
         ("tunnel list ms", ""),
         ("peak RSS MB, 20 tunnels", "<= 120 MB"),
-        *(
-            (figure, offline.target_of(figure) or tui_bench.target_of(figure))
-            for figure in offline_figures
-        ),
+        *((figure, target_of(figure)) for figure in single_figures),
     ):
+        if f"bastionctl:{figure}" not in results:
+            continue
         ours = median(results[f"bastionctl:{figure}"])
         print(f"{figure:<22}{ours:>12.3g}{'':>12}{'':>8}  {target}")
         table.append({"figure": figure, "bastionctl": ours, "target": target})
@@ -520,6 +685,8 @@ def report(
         "cpu": platform.processor() or platform.machine(),
         "python": platform.python_version(),
         "rounds": args.rounds,
+        "conn_rounds": args.conn_rounds,
+        "loads": loads,
         "size_mb": args.size_mb,
         "raw": results,
         "table": table,

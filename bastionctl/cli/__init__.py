@@ -13,11 +13,22 @@ from collections.abc import Sequence
 
 import click
 
-from bastionctl.cli import doctor, export, hosts, lab, otp, tunnel
+from bastionctl.cli import doctor, export, hosts, known_hosts, lab, otp, setup, tunnel
 from bastionctl.cli.app import cli, err
 from bastionctl.errors import BastionctlError, ExitStatus
 
-__all__ = ["cli", "doctor", "export", "hosts", "lab", "main", "otp", "tunnel"]
+__all__ = [
+    "cli",
+    "doctor",
+    "export",
+    "hosts",
+    "known_hosts",
+    "lab",
+    "main",
+    "otp",
+    "setup",
+    "tunnel",
+]
 
 # bastionctl.askpass.ASKPASS_ENV (that module loads paramiko, so it is not imported here).
 ASKPASS_ENV = "BASTIONCTL_ASKPASS"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from bastionctl import __version__, sanitise
+from bastionctl import __version__, paths, sanitise
 from bastionctl.config import Config, load_config, resolve_config_path
 from bastionctl.errors import UsageError
 from bastionctl.model import Host
@@ -70,6 +70,19 @@ class App:
                 exc.hint = f"no hosts in the inventory ({config_hint(self.config)})"
             raise
 
+    def explain_missing_config(self, exc: UsageError) -> None:
+        loaded = self._config or self._static
+        if loaded is None or loaded.path is not None or "bastionctl init" in str(exc):
+            return
+        if not loaded.inventory.hosts and not loaded.inventory.bastions:
+            exc.hint = f"the inventory is empty ({config_hint(loaded)})"
+
+    def warn_if_unconfigured(self) -> None:
+        """One line for a command that would print an empty result for want of a config."""
+        config = self.config
+        if config.path is None and not config.inventory.hosts and not config.inventory.bastions:
+            err(f"bastionctl: warning: the inventory is empty ({config_hint(config)})")
+
     def endpoint_alias(self, alias: str) -> str:
         inventory = self.config.inventory
         if alias in inventory.bastions or alias in inventory.hosts:
@@ -83,8 +96,22 @@ class App:
 
 def config_hint(config: Config) -> str:
     if config.path is None:
-        return "no config found: run `bastionctl lab up` or write config.toml (see configs/)"
+        return f"no config file: `bastionctl init` writes one to {paths.default_config_file()}"
     return f"config: {config.path}"
+
+
+class Group(click.Group):
+    """The command group; an unknown name with no config and nothing in the inventory says
+    where the config goes and how to start one, whichever command it came from."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            app = ctx.obj
+            if isinstance(app, App) and exc.message.startswith("unknown "):
+                app.explain_missing_config(exc)
+            raise
 
 
 def err(message: str) -> None:
@@ -95,12 +122,21 @@ def err(message: str) -> None:
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+def own_records(record: logging.LogRecord) -> bool:
+    """bastionctl's own log records; those of libraries reach stderr only with --debug."""
+    return record.name == "bastionctl" or record.name.startswith("bastionctl.")
+
+
+@click.group(
+    cls=Group,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option(
     "--config",
     "config_path",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Config file (default: $BASTIONCTL_CONFIG, then the user config dir).",
+    help=f"Config file (default: $BASTIONCTL_CONFIG, else {paths.default_config_file()}).",
 )
 @click.option("--debug", is_flag=True, help="Debug logging and tracebacks on errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Say what is happening.")
@@ -112,6 +148,10 @@ def cli(ctx: click.Context, config_path: Path | None, debug: bool, verbose: bool
     # paramiko logs what servers send (version lines, disconnect reasons, refusal texts).
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(sanitise.SafeFormatter(LOG_FORMAT))
+    if not debug:
+        # A library's records (paramiko's tracebacks from its transport thread, botocore's
+        # retries) would repeat, at length, the one line the error already says.
+        handler.addFilter(own_records)
     logging.basicConfig(level=level, handlers=[handler])
     if not debug:
         logging.getLogger("paramiko").setLevel(logging.WARNING)

@@ -16,6 +16,7 @@ from bastionctl.errors import BastionctlError, ExitStatus, UsageError
 def render_ssh_config(app: App, service_hosts: bool = False) -> str:
     from bastionctl.render.ssh_config import render_config
 
+    app.warn_if_unconfigured()
     rendered = render_config(app.config, service_hosts)
     for warning in rendered.warnings:
         err(f"bastionctl: warning: {warning}")
@@ -82,6 +83,7 @@ def bastion_hosts(app: App, fmt: str, domain: str | None, ipv4: bool) -> None:
     """The bastion's /etc/hosts lines, or the same records for dnsmasq or a BIND zone."""
     from bastionctl.render import hosts
 
+    app.warn_if_unconfigured()
     inventory = app.config.inventory
     if fmt == "hosts":
         click.echo(hosts.hosts_file(inventory, ipv4), nl=False)

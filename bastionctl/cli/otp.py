@@ -73,12 +73,14 @@ def otp_status(app: App, bastion: str | None, as_json: bool) -> None:
     store = SecretStore()
     aliases = [app.endpoint_alias(bastion)] if bastion else sorted(app.config.inventory.bastions)
     rows = []
+    failure = store.readable()
     for alias in aliases:
         try:
             stored: bool | None = store.get(alias) is not None
             problem = None
         except SecretStoreError as exc:
             stored, problem = None, exc.message
+            failure = failure or exc
         rows.append({"bastion": alias, "stored": stored, "problem": problem})
     try:
         backend = store.backend_name()
@@ -86,10 +88,12 @@ def otp_status(app: App, bastion: str | None, as_json: bool) -> None:
         backend = "unavailable"
     if as_json:
         click.echo(json.dumps({"backend": backend, "bastions": rows}, indent=2))
-        return
-    click.echo(f"keyring backend: {backend}")
-    for row in rows:
-        state = row["problem"] or (
-            "secret stored" if row["stored"] else "no secret (asks for codes)"
-        )
-        click.echo(f"  {row['bastion']}: {state}")
+    else:
+        click.echo(f"keyring backend: {backend}")
+        for row in rows:
+            state = row["problem"] or (
+                "secret stored" if row["stored"] else "no secret (asks for codes)"
+            )
+            click.echo(f"  {row['bastion']}: {state}")
+    if failure is not None:
+        raise failure

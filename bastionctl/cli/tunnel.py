@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,6 +14,9 @@ from bastionctl import sanitise
 from bastionctl.cli.app import App, cli, err
 from bastionctl.errors import UsageError
 from bastionctl.model import is_loopback
+
+if TYPE_CHECKING:
+    from bastionctl.tunnels.protocol import LoginInfo
 
 
 class TunnelGroup(click.Group):
@@ -38,6 +42,11 @@ def _tunnel_options(func: Any) -> Any:
                 help="Allow --bind on an address other hosts can reach.",
             ),
             click.option("--detach", is_flag=True, help="Keep it running in the background."),
+            click.option(
+                "--standalone",
+                is_flag=True,
+                help="Log in from this command, not through the agent's shared login.",
+            ),
             click.option("--launch", is_flag=True, help="Start the client (args after --)."),
             click.option(
                 "--rdp-file",
@@ -87,18 +96,32 @@ def tunnel_port(app: App, /, host: str, remote_port: int, **options: Any) -> Non
 @tunnel.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def tunnel_list(as_json: bool) -> None:
-    """Tunnels of every bastionctl process of this user."""
-    from bastionctl.tunnels.client import all_tunnels
+    """Tunnels of every bastionctl process of this user, and the agent's bastion logins."""
+    from bastionctl.tunnels.client import listing
 
     now = time.time()
-    tunnels = [tunnel.public(now) for tunnel in all_tunnels()]
+    infos, logins = listing()
+    tunnels = [tunnel.public(now) for tunnel in infos]
     if as_json:
-        click.echo(json.dumps(tunnels, indent=2))
+        public = [login.public(now) for login in logins]
+        click.echo(json.dumps({"tunnels": tunnels, "logins": public}, indent=2))
         return
+    idle = [login for login in logins if login.closes_at is not None]
     if not tunnels:
         click.echo("no tunnels")
+        _idle_lines(idle, now)
         return
-    columns = ("id", "service", "host", "local", "state", "uptime", "bytes_in", "bytes_out")
+    columns = (
+        "id",
+        "service",
+        "host",
+        "local",
+        "state",
+        "uptime",
+        "bytes_in",
+        "bytes_out",
+        "attached",
+    )
     # Other processes' reports: shown as plain, sanitised text (JSON escapes on its own).
     table = [
         [sanitise.line(str(t[c] if t[c] is not None else "-")) for c in columns] for t in tunnels
@@ -107,10 +130,56 @@ def tunnel_list(as_json: bool) -> None:
     click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for row in table:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    for info in infos:
+        summary = info.error_summary()
+        if summary is not None and info.waiting_for is None:
+            click.echo(f"{info.id}: {sanitise.line(summary)}")
+    _idle_lines(idle, now)
     for t in tunnels:
         if t["waiting_for"]:
             err(f"bastionctl: tunnel {t['id']} waits for {t['waiting_for']}")
             err(f"  answer it with: bastionctl tunnel answer {t['id']}")
+
+
+def _idle_lines(idle: list[LoginInfo], now: float) -> None:
+    """One line per idle bastion login of the agent: when it closes, how to close it now."""
+    for login in idle:
+        closes = login.closes_at or now
+        left = max(0, round(closes - now))
+        at = time.strftime("%H:%M:%S", time.localtime(closes))
+        bastion = sanitise.line(login.bastion)
+        click.echo(
+            f"idle login to {bastion}: closes at {at} (in {left // 60}m{left % 60:02d}s); "
+            f"`bastionctl logout {bastion}` closes it now"
+        )
+
+
+@cli.command("logout")
+@click.argument("bastion", required=False)
+@click.pass_obj
+def logout_command(app: App, bastion: str | None) -> None:
+    """Close the agent's idle login to BASTION (or every idle login) now."""
+    from bastionctl.tunnels.client import logout
+
+    done = logout(bastion)
+    if bastion is not None and not done.closed and not done.in_use:
+        bastions = app.config.inventory.bastions
+        if bastion not in bastions:
+            raise UsageError(
+                f"unknown bastion {sanitise.line(bastion)!r}",
+                f"bastions: {', '.join(sorted(bastions)) or 'none'}",
+            )
+    closed = ", ".join(sanitise.line(alias) for alias in done.closed)
+    in_use = ", ".join(sanitise.line(alias) for alias in done.in_use)
+    if closed:
+        line = f"closed the idle login to {closed}"
+    elif bastion is not None:
+        line = f"no idle login to {bastion}; nothing closed"
+    else:
+        line = "no idle logins; nothing closed"
+    if in_use:
+        line += f" (tunnels still use the login to {in_use}: `bastionctl tunnel stop` them first)"
+    click.echo(line)
 
 
 @tunnel.command("stop")
@@ -144,6 +213,72 @@ def tunnel_answer(tunnel_id: str) -> None:
         raise click.exceptions.Exit(1)
 
 
+@tunnel.command("ports")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--forget", metavar="HOST[/SERVICE]", help="Drop remembered ports.")
+@click.pass_obj
+def tunnel_ports(app: App, as_json: bool, forget: str | None) -> None:
+    """Local ports that differ from the scheme: set in the config or chosen with --local-port."""
+    from bastionctl.tunnels.ports import PortBook
+
+    book = PortBook()
+    if forget is not None:
+        dropped = book.forget(forget)
+        if not dropped:
+            raise UsageError(f"no remembered port for {forget}", "see `bastionctl tunnel ports`")
+        listed = ", ".join(f"{e.key} ({e.port})" for e in dropped)
+        click.echo(f"forgot {listed}; the scheme's port (or the config's) applies again")
+        return
+    rows = _port_rows(app, book)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no remembered or configured ports; tunnels use the scheme's (3306 -> 53306)")
+        return
+    width = max(len(f"{r['host']}/{r['service']}") for r in rows)
+    for row in rows:
+        name = f"{row['host']}/{row['service']}"
+        click.echo(f"{name:<{width}}  {row['port']:>5}  {row['why']}")
+    if any(r["source"] == "remembered" for r in rows):
+        click.echo("forget one with: bastionctl tunnel ports --forget HOST[/SERVICE]")
+
+
+def _port_rows(app: App, book: Any) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    configured: dict[str, int] = {}
+    for host in app.static_config.inventory.hosts.values():
+        for service, port in host.local_ports:
+            configured[f"{host.alias}/{service}"] = port
+            where = app.static_config.path or "the config"
+            rows.append(
+                {
+                    "host": host.alias,
+                    "service": service,
+                    "port": port,
+                    "source": "config",
+                    "date": None,
+                    "why": f"set in {where} (local_ports)",
+                }
+            )
+    for entry in book.entries().values():
+        host, service = entry.key.split("/", 1) if "/" in entry.key else (entry.key, "")
+        why = entry.reason
+        if entry.key in configured:
+            why += f"; the config's {configured[entry.key]} applies instead"
+        rows.append(
+            {
+                "host": host,
+                "service": service,
+                "port": entry.port,
+                "source": "remembered",
+                "date": entry.date or None,
+                "why": why,
+            }
+        )
+    return sorted(rows, key=lambda r: (r["host"], r["service"], r["source"]))
+
+
 @cli.command("agent", hidden=True)
 def agent_command() -> None:
     """The background process that owns detached tunnels (started by --detach)."""
@@ -161,6 +296,7 @@ def run_tunnel(
     bind: str | None,
     allow_non_loopback: bool,
     detach: bool,
+    standalone: bool,
     launch: bool,
     rdp_file: Path | None,
     client_args: tuple[str, ...],
@@ -168,11 +304,16 @@ def run_tunnel(
     from bastionctl.prompting import terminal_ask
     from bastionctl.tunnels.launch import check_options
     from bastionctl.tunnels.protocol import TunnelRequest
-    from bastionctl.tunnels.spec import build_spec
+    from bastionctl.tunnels.spec import build_spec, remembered_note
 
     if client_args and not launch:
         raise UsageError(
             f"unexpected arguments {' '.join(client_args)!r}", "client args need --launch"
+        )
+    if detach and standalone:
+        raise UsageError(
+            "--standalone is for a tunnel in the foreground",
+            "a --detach tunnel lives in the agent and shares its login",
         )
     config = app.config
     request = TunnelRequest(
@@ -187,6 +328,9 @@ def run_tunnel(
     # Validates everything (host, service, bind, client options) before any process or login.
     spec = build_spec(config, request)
     check_options(spec, launch, rdp_file, client_args)
+    note = remembered_note(spec)
+    if note is not None:
+        err(f"bastionctl: {note}")
     if not is_loopback(spec.bind):
         err(f"bastionctl: warning: the tunnel listens on {spec.bind}, reachable beyond loopback")
 
@@ -221,17 +365,43 @@ def run_tunnel(
         if status:
             raise click.exceptions.Exit(1)
         return
-    from bastionctl.tunnels.foreground import run_foreground
+    status = None
+    if standalone:
+        err("bastionctl: --standalone: this tunnel logs in by itself, not with the agent's login")
+    elif logging.getLogger().isEnabledFor(logging.INFO):
+        # The agent's records go to its log file: a login looked at with -v or --debug is
+        # made here, where its records (and with --debug the library's) show.
+        logging.getLogger(__name__).info(
+            "-v/--debug: this tunnel logs in by itself, not with the agent's login"
+        )
+    else:
+        from bastionctl.tunnels.attached import AgentUnavailable, run_attached
 
-    status = run_foreground(
-        spec,
-        app.static_config.settings,
-        terminal_ask,
-        click.echo,
-        err,
-        launch_client=launch,
-        rdp_file=rdp_file,
-        client_args=client_args,
-    )
+        try:
+            status = run_attached(
+                request,
+                spec,
+                terminal_ask,
+                click.echo,
+                err,
+                launch_client=launch,
+                rdp_file=rdp_file,
+                client_args=client_args,
+            )
+        except AgentUnavailable as exc:
+            err(f"bastionctl: {exc}; this tunnel logs in by itself instead")
+    if status is None:
+        from bastionctl.tunnels.foreground import run_foreground
+
+        status = run_foreground(
+            spec,
+            app.static_config.settings,
+            terminal_ask,
+            click.echo,
+            err,
+            launch_client=launch,
+            rdp_file=rdp_file,
+            client_args=client_args,
+        )
     if status:
         raise click.exceptions.Exit(status)

@@ -94,7 +94,7 @@ def load_inventory(
     if not loaded_any and not static.bastions and not static.hosts:
         raise InventoryError(
             "no inventory could be loaded: " + "; ".join(warnings[-3:] or ["no source answered"]),
-            "fix the sources above, or add a static inventory (see configs/)",
+            "fix the sources above, or add a static inventory (`bastionctl init --print`)",
         )
     return Loaded(dataclasses.replace(config, inventory=inventory), warnings)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
@@ -112,6 +113,10 @@ def down(spec: LabSpec) -> list[str]:
         for component, pid in sorted(info.pids.items()):
             if system.stop(pid):
                 done.append(f"stopped {component} (pid {pid})")
+    # What an interrupted `up` started before it could write lab.json.
+    for pid in system.journal_pids(spec.journal):
+        if system.stop(pid):
+            done.append(f"stopped pid {pid} (started by an earlier lab up)")
     for ns in _our_namespaces(spec):
         for pid_text in system.run("ip", "netns", "pids", ns, check=False).split():
             if system.stop(int(pid_text)):
@@ -129,13 +134,18 @@ def down(spec: LabSpec) -> list[str]:
             system.run("ip", family, "route", "del", "unreachable", prefix, *extra, check=False)
             done.append(f"removed fence route {prefix}")
     for user in (spec.op_user, spec.bulk_user):
-        if accounts.user_exists(user):
+        # Only what an older `lab up` added to the host; today's accounts live in the lab.
+        if accounts.legacy_host_user(spec, user):
             system.run("userdel", user, check=False)
-            done.append(f"removed user {user}")
-    if spec.netns_etc.exists():
-        shutil.rmtree(spec.netns_etc)
-        done.append(f"removed {spec.netns_etc}")
-    if (spec.root / MARKER).exists():
+            done.append(f"removed host user {user} (left by an older bastionctl)")
+    for etc in accounts.netns_etc_dirs(spec):
+        if etc.exists():
+            shutil.rmtree(etc)
+            done.append(f"removed {etc}")
+    with contextlib.suppress(OSError):
+        Path("/etc/netns").rmdir()  # only when no other namespace has files there
+    # An empty root is one an interrupted `up` made but had not marked yet.
+    if (spec.root / MARKER).exists() or (spec.root.is_dir() and not any(spec.root.iterdir())):
         shutil.rmtree(spec.root)
         done.append(f"removed {spec.root}")
     return done
@@ -188,7 +198,7 @@ def _build(spec: LabSpec) -> LabInfo:
         )
         system.run("/usr/sbin/sshd", "-t", "-f", str(conf))
         pids[f"{target.alias} sshd"] = pid = system.spawn(
-            ns, ["/usr/sbin/sshd", "-D", "-f", str(conf), "-E", str(log)], log
+            ns, ["/usr/sbin/sshd", "-D", "-f", str(conf), "-E", str(log)], log, spec.journal
         )
         system.wait_listening(ns, {22}, pid, f"sshd of {target.alias}", log)
         services = dict(target.services)

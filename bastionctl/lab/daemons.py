@@ -11,7 +11,7 @@ from bastionctl.errors import LabError
 
 from . import configs, system
 from .info import LabInfo
-from .spec import BASTION, LabSpec
+from .spec import BASTION, LabSpec, pid_journal
 
 
 def start_bastion(spec: LabSpec, pids: dict[str, int]) -> None:
@@ -30,7 +30,10 @@ def start_bastion(spec: LabSpec, pids: dict[str, int]) -> None:
     system.run("/usr/sbin/sshd", "-t", "-f", str(conf))
     log = spec.root / "logs" / f"{BASTION}-sshd.log"
     pids[f"{BASTION} sshd"] = pid = system.spawn(
-        spec.bastion_ns, ["/usr/sbin/sshd", "-D", "-f", str(conf), "-E", str(log)], log
+        spec.bastion_ns,
+        ["/usr/sbin/sshd", "-D", "-f", str(conf), "-E", str(log)],
+        log,
+        spec.journal,
     )
     system.wait_listening(spec.bastion_ns, {22, 2222}, pid, f"sshd of {BASTION}", log)
 
@@ -38,6 +41,7 @@ def start_bastion(spec: LabSpec, pids: dict[str, int]) -> None:
 def start_mariadb(spec: LabSpec, ns: str, host_dir: Path) -> int:
     data = host_dir / "mysql"
     log = spec.root / "logs" / "server-02-mariadb.log"
+    # In the namespace, so that `lab down` after an interrupted `up` finds it there.
     system.run(
         "mariadb-install-db",
         "--no-defaults",
@@ -45,6 +49,7 @@ def start_mariadb(spec: LabSpec, ns: str, host_dir: Path) -> int:
         f"--datadir={data}",
         "--auth-root-authentication-method=socket",
         "--skip-test-db",
+        ns=ns,
     )
     sock = data / "mysqld.sock"
     pid = system.spawn(
@@ -63,6 +68,7 @@ def start_mariadb(spec: LabSpec, ns: str, host_dir: Path) -> int:
             f"--log-error={log}",
         ],
         log,
+        spec.journal,
     )
     system.wait_listening(ns, {3306}, pid, "MariaDB on server-02", log)
     # token_urlsafe's alphabet has no quote or backslash, so it is safe inside '...'.
@@ -119,7 +125,7 @@ def start_xrdp(spec: LabSpec, ns: str, host_dir: Path) -> tuple[int | None, str]
     for path, mode in ((Path("/run/xrdp"), 0o2775), (Path("/run/xrdp/sockdir"), 0o3777)):
         path.mkdir(exist_ok=True)
         path.chmod(mode)
-    pid = system.spawn(ns, ["xrdp", "--nodaemon", "--config", str(ini)], log)
+    pid = system.spawn(ns, ["xrdp", "--nodaemon", "--config", str(ini)], log, spec.journal)
     try:
         system.wait_listening(ns, {3389}, pid, "xrdp on server-03", log, timeout=10)
     except LabError as exc:
@@ -132,7 +138,7 @@ def start_standin(spec: LabSpec, ns: str, port: int, name: str, mode: str = "ech
     log = spec.root / "logs" / f"{ns}-{port}-standin.log"
     module = f"{__package__}.standin"
     argv = [sys.executable, "-m", module, "--name", name, "--bind", "127.0.0.1"]
-    pid = system.spawn(ns, [*argv, "--port", str(port), "--mode", mode], log)
+    pid = system.spawn(ns, [*argv, "--port", str(port), "--mode", mode], log, spec.journal)
     system.wait_listening(ns, {port}, pid, f"{name} in {ns}", log)
     return pid
 
@@ -156,7 +162,8 @@ def start_sshd(info: LabInfo, alias: str) -> int:
     """Start a lab sshd again with its own config; records the new pid in lab.json."""
     ns, log, ports = _sshd_place(info, alias)
     conf = info.root / "hosts" / alias / "sshd_config"
-    pid = system.spawn(ns, ["/usr/sbin/sshd", "-D", "-f", str(conf), "-E", str(log)], log)
+    argv = ["/usr/sbin/sshd", "-D", "-f", str(conf), "-E", str(log)]
+    pid = system.spawn(ns, argv, log, pid_journal(info.root))
     system.wait_listening(ns, ports, pid, f"sshd of {alias}", log)
     info.pids[f"{alias} sshd"] = pid
     info.save()

@@ -87,5 +87,14 @@ class LabSpec:
         return f"{self.name}-bulk"
 
     @property
+    def journal(self) -> Path:
+        """Every pid `up` started, written as it starts each one."""
+        return pid_journal(self.root)
+
+    @property
     def netns_etc(self) -> Path:
         return Path("/etc/netns") / self.bastion_ns
+
+
+def pid_journal(root: Path) -> Path:
+    return root / "run" / "pids"

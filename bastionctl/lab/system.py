@@ -23,8 +23,32 @@ def run(*cmd: str, check: bool = True, ns: str | None = None) -> str:
     return result.stdout
 
 
-def spawn(ns: str, cmd: list[str], log: Path, user: str | None = None) -> int:
-    """Start a daemon in `ns`; `ip netns exec` execs, so the pid is the daemon's own."""
+def start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (tells a reused pid apart)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def journal_pids(journal: Path) -> list[int]:
+    """Pids recorded in `journal` that still name the process that was started."""
+    try:
+        lines = journal.read_text().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) == 2 and fields[0].isdigit() and start_time(int(fields[0])) == fields[1]:
+            found.append(int(fields[0]))
+    return found
+
+
+def spawn(ns: str, cmd: list[str], log: Path, journal: Path, user: str | None = None) -> int:
+    """Start a daemon in `ns`; `ip netns exec` execs, so the pid is the daemon's own.
+
+    The pid goes into `journal` at once, so `lab down` finds it after an interrupted `up`."""
     log.parent.mkdir(parents=True, exist_ok=True)
     argv = [
         "ip",
@@ -42,6 +66,8 @@ def spawn(ns: str, cmd: list[str], log: Path, user: str | None = None) -> int:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    with journal.open("a") as record:
+        record.write(f"{proc.pid} {start_time(proc.pid)}\n")
     return proc.pid
 
 

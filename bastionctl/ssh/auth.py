@@ -50,6 +50,8 @@ class PromptAnswerer:
         # The config's regex for a TOTP prompt besides "Verification code:".
         self.totp_prompt = totp_prompt
         self.totp_answers = 0
+        # What the person was asked, in order; whether each was a TOTP prompt.
+        self.asked: list[tuple[str, bool]] = []
         # Looked up on the first TOTP prompt only: key-only targets never touch the keyring.
         self._totp_factory = totp_factory
         self._totp: TotpSource | None = None
@@ -89,6 +91,7 @@ class PromptAnswerer:
             self.totp_answers += 1
             return code
         log.info("asking the user %r for %s", text, self.endpoint.alias)
+        self.asked.append((text, is_totp))
         role = Role.BASTION if isinstance(self.endpoint, Bastion) else Role.TARGET
         return self.ask(Question(Origin(self.endpoint.alias, role, text)), echo)
 
@@ -155,8 +158,10 @@ def authenticate(
             wanted = sanitise.line(", ".join(allowed))  # method names, as the server sent them
             raise AuthError(
                 f"{endpoint.alias} wants {wanted or 'nothing we can offer'} "
-                f"after {', '.join(sorted(tried)) or 'none'}; bastionctl offers publickey "
-                "and keyboard-interactive",
+                f"after {', '.join(sorted(tried)) or 'none'}; bastionctl logs in with "
+                "publickey and keyboard-interactive only",
+                "enable one of them for this user on the server (sshd_config "
+                "AuthenticationMethods, KbdInteractiveAuthentication)",
             )
 
 
@@ -195,10 +200,25 @@ def _interactive(
             raise AuthError(
                 f"{endpoint.alias}: keyboard-interactive login failed: {sanitise.line(str(exc))}"
             ) from None
+    raise _rejected(endpoint, answerer)
+
+
+def _rejected(endpoint: Endpoint, answerer: PromptAnswerer) -> AuthError:
+    """The keyboard-interactive login was rejected: whose answer, and what to check."""
+    alias = endpoint.alias
+    not_retrying = "not retrying, so the bastion does not lock you out"
+    typed_other = [text for text, is_totp in answerer.asked if not is_totp]
+    if typed_other and not answerer.totp_answers:
+        return AuthError(
+            f"{alias} rejected the answer you typed to {typed_other[-1]!r} "
+            f"(user {endpoint.user}); {not_retrying}",
+            "check the password (or answer) and the user name, then try again",
+        )
     source = "the keyring's TOTP secret" if answerer.totp_answers else "the code you typed"
-    raise AuthError(
-        f"{endpoint.alias} rejected the keyboard-interactive login ({source}); "
-        "not retrying, so the bastion does not lock you out",
-        f"check the secret with `bastionctl otp code {endpoint.alias}` against your "
-        "authenticator app, and the clock",
+    hint = (
+        f"check the secret with `bastionctl otp code {alias}` against your authenticator app, "
+        "and the clock"
+        if answerer.totp_answers
+        else "type the current code of your authenticator app; check this machine's clock"
     )
+    return AuthError(f"{alias} rejected the TOTP code ({source}); {not_retrying}", hint)

@@ -15,10 +15,10 @@ from bastionctl.config import Settings
 from bastionctl.errors import AuthError, ConnectError, SecretStoreError
 from bastionctl.model import Bastion, Endpoint, Host, hostport
 from bastionctl.otp import Notify, SecretStore, TotpSource, UsedSteps
-from bastionctl.ssh import datapath, seam
+from bastionctl.ssh import datapath, first_contact, seam
 from bastionctl.ssh.auth import Asker, PromptAnswerer, authenticate, load_identity
 from bastionctl.ssh.datapath import MAX_PACKET_SIZE, WINDOW_SIZE
-from bastionctl.ssh.forward import ChannelRefused, open_direct
+from bastionctl.ssh.forward import ChannelRefused, ChannelTimeout, open_direct
 from bastionctl.ssh.hostkeys import KnownHosts, host_key_names
 from bastionctl.ssh.wire import ReadAhead
 
@@ -73,19 +73,38 @@ class Session:
 
 def connect_bastion(bastion: Bastion, session: Session) -> paramiko.Transport:
     host, port = bastion.connect_host, bastion.port
+    timeout = session.settings.connect_timeout
     try:
-        sock = socket.create_connection((host, port), timeout=session.settings.connect_timeout)
+        sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        if isinstance(exc, TimeoutError | socket.timeout):
-            reason = f"timed out after {session.settings.connect_timeout:g} s"
-        raise ConnectError(
-            f"cannot reach bastion {bastion.alias} at {hostport(host, port)}: {reason}",
-            "check the address and that its SSH port is open to you",
-        ) from None
+        raise _tcp_failure(f"bastion {bastion.alias}", host, port, timeout, exc) from None
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     path = datapath.active()
     return _login(path.transport_socket(sock), bastion, session, f"bastion {bastion.alias}")
+
+
+def _tcp_failure(what: str, host: str, port: int, timeout: float, exc: OSError) -> ConnectError:
+    """One line for a TCP connection that could not be made, with what to check."""
+    where = hostport(host, port)
+    if isinstance(exc, socket.gaierror):
+        return ConnectError(
+            f"cannot resolve {host}, the address of {what}: {exc.strerror or exc}",
+            "check the name in the config and this machine's DNS (`bastionctl doctor`)",
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectError(
+            f"{what} at {where} refused the connection",
+            "check the port in the config and that sshd runs there",
+        )
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return ConnectError(
+            f"no answer from {what} at {where} within {timeout:g} s",
+            "check the address, this machine's route to it and the firewalls on the way",
+        )
+    return ConnectError(
+        f"cannot reach {what} at {where}: {exc.strerror or type(exc).__name__}",
+        "check the address and that its SSH port is open to you",
+    )
 
 
 def connect_through(
@@ -99,12 +118,12 @@ def connect_through(
         channel = open_direct(
             bastion_transport, path, f"bastion {bastion.alias}", target, ("127.0.0.1", 0), timeout
         )
-    except ChannelRefused as exc:
+    except (ChannelRefused, ChannelTimeout) as exc:
         raise ConnectError(
             f"{exc.message}, on the way to {host.alias}",
             "check the host's address and that the bastion may forward to its SSH port",
         ) from None
-    return _login(path.jump_socket(channel), host, session, host.alias)
+    return _login(path.jump_socket(channel), host, session, host.alias, via=bastion)
 
 
 def responsive(transport: paramiko.Transport, timeout: float) -> bool:
@@ -132,7 +151,9 @@ def probe(transport: paramiko.Transport, timeout: float) -> bool:
     return answered.wait(timeout)
 
 
-def _login(sock: ReadAhead, endpoint: Endpoint, session: Session, what: str) -> paramiko.Transport:
+def _login(
+    sock: ReadAhead, endpoint: Endpoint, session: Session, what: str, via: Bastion | None = None
+) -> paramiko.Transport:
     transport = paramiko.Transport(
         sock,  # type: ignore[arg-type]  # socket-like, as paramiko allows
         default_window_size=WINDOW_SIZE,
@@ -143,21 +164,19 @@ def _login(sock: ReadAhead, endpoint: Endpoint, session: Session, what: str) -> 
         seam.set_auth_timeout(transport, AUTH_TIMEOUT)
         where = hostport(endpoint.connect_host, endpoint.port)
         timeout = session.settings.connect_timeout
+        transport.banner_timeout = timeout  # paramiko's default waits 15 s for a banner
         try:
             transport.start_client(timeout=timeout)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise _handshake_failure(sock, what, where, timeout, exc) from None
+        try:
             # start_client() returns quietly when the timeout passes mid-handshake; the
             # server's key is there only once the key exchange is done.
             server_key = transport.get_remote_server_key()
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            if transport.is_active():
-                raise ConnectError(
-                    f"no SSH handshake with {what} at {where} within {timeout:g} s"
-                ) from None
-            # paramiko's text may quote what the server sent (its version line).
-            reason = sanitise.line(str(exc)) or type(exc).__name__
-            raise ConnectError(f"SSH handshake with {what} at {where} failed: {reason}") from None
-        session.known_hosts.verify(
-            endpoint.alias, _known_names(endpoint), server_key, endpoint.known_hosts_name
+        except paramiko.SSHException:
+            raise _handshake_failure(sock, what, where, timeout, None) from None
+        first_contact.check(
+            session.known_hosts, endpoint, server_key, via, session.ask, session.notify
         )
         keys = load_identity(endpoint, session.ask)
         answerer = PromptAnswerer(
@@ -176,6 +195,45 @@ def _login(sock: ReadAhead, endpoint: Endpoint, session: Session, what: str) -> 
     except BaseException:
         transport.close()
         raise
+
+
+def _handshake_failure(
+    sock: ReadAhead, what: str, where: str, timeout: float, exc: BaseException | None
+) -> ConnectError:
+    """Why no SSH session came up (`exc` None: the timeout passed), told apart by what the
+    server sent: nothing, something that is not SSH, or an SSH version paramiko refused."""
+    if exc is not None and isinstance(exc.__context__, TimeoutError | socket.timeout):
+        exc = None  # paramiko's banner_timeout: the same timeout as ours
+    head = sock.head
+    lines = head.splitlines()
+    # paramiko names a version line it saw beyond the first bytes kept in `head`.
+    saw_version = exc is not None and ("version" in str(exc).lower())
+    if head and not saw_version and not any(line.startswith(b"SSH-") for line in lines):
+        first = sanitise.line(lines[0].decode("utf-8", "replace"), 60) if lines else ""
+        return ConnectError(
+            f"{what} at {where} is not an SSH server (it answered {first!r})",
+            "check the address and port in the config",
+        )
+    if exc is None:
+        if not sock.received:
+            return ConnectError(
+                f"{what} at {where} accepted the connection but sent no SSH banner "
+                f"within {timeout:g} s",
+                "check the port in the config: something that is not sshd may listen there",
+            )
+        return ConnectError(
+            f"no SSH handshake with {what} at {where} within {timeout:g} s",
+            "the server or the path is slow: try again, or raise [settings] connect_timeout",
+        )
+    if not sock.received:
+        return ConnectError(
+            f"{what} at {where} closed the connection before its SSH banner",
+            "sshd may refuse this address (a firewall, MaxStartups, fail2ban): ask its "
+            "administrator",
+        )
+    # paramiko's text may quote what the server sent (its version line).
+    reason = sanitise.line(str(exc)) or type(exc).__name__
+    return ConnectError(f"SSH handshake with {what} at {where} failed: {reason}")
 
 
 def _tune(transport: paramiko.Transport, endpoint: Endpoint, session: Session) -> None:

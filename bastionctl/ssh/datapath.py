@@ -11,9 +11,11 @@ one for the process, once, when the tunnel manager starts:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,6 +25,7 @@ import paramiko
 from bastionctl.ssh import seam
 from bastionctl.ssh.deliver import SocketDelivery
 from bastionctl.ssh.wire import JumpSocket, ReadAhead, plain_jump_socket
+from bastionctl.ssh.workers import Task
 
 log = logging.getLogger(__name__)
 SETTING = "BASTIONCTL_DATA_PATH"
@@ -72,12 +75,22 @@ class DataPath:
             return open_it()
 
     def delivery(
-        self, channel: paramiko.Channel, client: socket.socket, counted: Counted
+        self,
+        channel: paramiko.Channel,
+        client: socket.socket,
+        counted: Counted,
+        submit: Callable[[Task], None],
     ) -> Delivery:
-        """What copies the channel's data into `client`; its run() returns at the channel's EOF."""
+        """What copies the channel's data into `client`, started; blocking work goes to `submit`.
+
+        Its wait() returns once the client's write side is shut at the channel's EOF, or the
+        client failed.
+        """
         if not self.fast:
-            return PlainDelivery(channel, client, counted)
-        delivery = SocketDelivery(channel, client, counted)
+            plain = PlainDelivery(channel, client, counted)
+            submit(plain.run)
+            return plain
+        delivery = SocketDelivery(channel, client, counted, submit)
         delivery.start()
         return delivery
 
@@ -87,7 +100,7 @@ class Delivery(Protocol):
     def queued(self) -> int:
         """Bytes received from the server that the client has not taken yet (held by us)."""
 
-    def run(self) -> None: ...
+    def wait(self) -> None: ...
 
 
 class PlainDelivery:
@@ -99,11 +112,22 @@ class PlainDelivery:
         self._channel = channel
         self._client = client
         self._counted = counted
+        self._done = threading.Event()
 
     def run(self) -> None:
-        while data := self._channel.recv(CHUNK):
-            self._client.sendall(data)
-            self._counted(len(data))
+        try:
+            while data := self._channel.recv(CHUNK):
+                self._client.sendall(data)
+                self._counted(len(data))
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                self._client.shutdown(socket.SHUT_WR)
+            self._done.set()
+
+    def wait(self) -> None:
+        self._done.wait()
 
 
 FAST = DataPath("fast", fast=True)

@@ -7,10 +7,15 @@ transport thread sends each packet to the client without blocking; only what the
 not take at once is queued for the forwarding thread, which writes it with blocking sends.
 Flow control stays exact: the server's window is reopened only for bytes the client socket
 has accepted, so a slow client holds at most one window of data in memory.
+
+A forwarded connection (`submit` given) has no thread of its own waiting for that: the queue
+is drained by a pooled worker, started only when something is queued, and at the channel's
+EOF the transport thread shuts the client's write side itself when nothing is queued.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections import deque
@@ -19,17 +24,24 @@ from collections.abc import Callable
 import paramiko
 
 from bastionctl.ssh import seam
+from bastionctl.ssh.workers import Task
 from bastionctl.system import api
 
 
 class SocketDelivery:
-    """Delivers a channel's data into `sock`; `run()` is the forwarding thread's slow path."""
+    """Delivers a channel's data into `sock`.
+
+    Without `submit`, `run()` is a thread's slow path, returning at EOF. With it, queued data
+    is sent by tasks handed to `submit`, the client's write side is shut at EOF, and `wait()`
+    returns once that is done (or the client failed).
+    """
 
     def __init__(
         self,
         channel: paramiko.Channel,
         sock: socket.socket,
         counted: Callable[[int], None],
+        submit: Callable[[Task], None] | None = None,
     ) -> None:
         self._channel = channel
         self._sock = sock
@@ -41,6 +53,9 @@ class SocketDelivery:
         self._eof = False
         self._broken = False  # the client socket failed: later data is dropped
         self._unsent_ack = 0  # window the transport thread could not reopen itself
+        self._submit = submit
+        self._draining = False  # a submitted drain runs or is about to
+        self._done = threading.Event()
         # A send that never blocks; where there is none (Windows) every packet takes run().
         self._dontwait = api.nonblocking_send_flag()
 
@@ -61,7 +76,15 @@ class SocketDelivery:
     def _queue(self, chunk: bytes) -> None:
         self._queued.append(chunk)
         self._queued_size += len(chunk)
-        self._cv.notify()
+        self._wake()
+
+    def _wake(self) -> None:
+        """(Holding `_cv`.) There is work for run(), or for a drain to submit."""
+        if self._submit is None:
+            self._cv.notify()
+        elif not self._draining and not self._done.is_set():
+            self._draining = True
+            self._submit(self._drain)
 
     def feed(self, chunk: bytes) -> None:
         """Called by the transport thread for every data packet."""
@@ -79,6 +102,8 @@ class SocketDelivery:
                 except OSError:
                     self._broken = True
                     self._cv.notify()
+                    if self._submit is not None:
+                        self._done.set()
                     return
             if sent < len(chunk):
                 self._queue(chunk[sent:] if sent else chunk)
@@ -88,40 +113,77 @@ class SocketDelivery:
             if ack and not seam.reopen_now(self._channel, ack):
                 with self._cv:
                     self._unsent_ack += ack
-                    self._cv.notify()
+                    self._wake()
 
     def close(self) -> None:
-        """The channel's EOF: run() shuts the client's write side once the queue is sent."""
+        """The channel's EOF: the client's write side is shut once the queue is sent."""
         with self._cv:
             self._eof = True
-            self._cv.notify()
+            if self._submit is None:
+                self._cv.notify()
+                return
+            if self._draining or self._queued or self._unsent_ack:
+                self._wake()  # the drain finishes it
+                return
+        self._finish()
+
+    def _finish(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_WR)
+        self._done.set()
+
+    def wait(self) -> None:
+        """(With `submit`.) Until the client's write side is shut, or the client failed."""
+        self._done.wait()
+
+    def _drain(self) -> None:
+        finished = False
+        try:
+            while not finished and self._step(block=False):
+                finished = self._eof_sent
+        finally:
+            if finished or self._broken:
+                self._finish()
 
     def run(self) -> None:
         """Send what the transport thread queued; returns at EOF or when the client fails."""
-        while True:
-            with self._cv:
-                while not (self._queued or self._eof or self._broken or self._unsent_ack):
-                    self._cv.wait()
-                if self._broken:
-                    return
-                chunks, self._queued = self._queued, deque()
-                size, self._queued_size = self._queued_size, 0
-                ack, self._unsent_ack = self._unsent_ack, 0
-                done = self._eof and not chunks
-                self._sending = bool(chunks)
-            if chunks:
-                try:
-                    self._sock.sendall(b"".join(chunks))
-                except OSError:
-                    with self._cv:
-                        self._broken = True
-                    return
-                finally:
-                    with self._cv:
-                        self._sending = False
-                self._counted(size)
-                ack += seam.consumed(self._channel, size)
-            if ack:
-                seam.reopen(self._channel, ack)
-            if done:
-                return
+        while self._step(block=True) and not self._eof_sent:
+            pass
+
+    _eof_sent = False
+
+    def _step(self, block: bool) -> bool:
+        """Send what is queued, reopen the window; False when the client failed, or (not
+        `block`) when nothing was there: then the drain has ended. Sets `_eof_sent` at EOF."""
+        with self._cv:
+            while block and not (self._queued or self._eof or self._broken or self._unsent_ack):
+                self._cv.wait()
+            if self._broken:
+                self._draining = False
+                return False
+            if not block and not (self._queued or self._unsent_ack or self._eof):
+                self._draining = False
+                return False
+            chunks, self._queued = self._queued, deque()
+            size, self._queued_size = self._queued_size, 0
+            ack, self._unsent_ack = self._unsent_ack, 0
+            done = self._eof and not chunks
+            self._sending = bool(chunks)
+        if chunks:
+            try:
+                self._sock.sendall(b"".join(chunks))
+            except OSError:
+                with self._cv:
+                    self._broken = True
+                    self._draining = False
+                return False
+            finally:
+                with self._cv:
+                    self._sending = False
+            self._counted(size)
+            ack += seam.consumed(self._channel, size)
+        if ack:
+            seam.reopen(self._channel, ack)
+        if done:
+            self._eof_sent = True
+        return True

@@ -1,9 +1,15 @@
-"""A local TCP listener whose connections are carried over SSH `direct-tcpip` channels."""
+"""A local TCP listener whose connections are carried over SSH `direct-tcpip` channels.
+
+Each accepted connection is one task on a pooled worker (ssh.workers): it opens the channel,
+then copies the client's bytes into it; the channel's data reaches the client from the
+transport's thread (ssh.deliver), or through a second pooled task on the plain path.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import socket
 import threading
@@ -15,6 +21,7 @@ import paramiko
 from bastionctl import sanitise
 from bastionctl.errors import BastionctlError, ConnectError, PortInUseError
 from bastionctl.model import hostport
+from bastionctl.ssh import workers
 from bastionctl.ssh.datapath import DataPath, Delivery
 
 log = logging.getLogger(__name__)
@@ -104,6 +111,7 @@ class LocalForwarder:
         self._closing = threading.Event()
         self._open: set[tuple[socket.socket, paramiko.Channel]] = set()
         self._deliveries: set[Delivery] = set()
+        self._workers = workers.shared()
 
     @property
     def port(self) -> int:
@@ -185,6 +193,7 @@ class LocalForwarder:
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=5)
+        self._workers.trim()
 
     def _accept_loop(self, listener: socket.socket) -> None:
         while not self._closing.is_set():
@@ -196,13 +205,15 @@ class LocalForwarder:
                 log.exception("accept failed on port %s", self.port)
                 time.sleep(0.1)  # e.g. out of file descriptors: do not spin
                 continue
-            threading.Thread(
-                target=self._serve, args=(client, peer), name="forward-conn", daemon=True
-            ).start()
+            try:
+                self._workers.submit(functools.partial(self._serve, client, peer))
+            except RuntimeError:  # no thread can be started now
+                log.exception("cannot serve a connection on port %s", self.port)
+                client.close()
 
     def _serve(self, client: socket.socket, peer: tuple[str, int]) -> None:
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             channel = self.open_channel((str(peer[0]), int(peer[1])))
         except Exception as exc:  # any failure: refuse this client, keep the listener
             message = exc.message if isinstance(exc, BastionctlError) else str(exc)
@@ -213,16 +224,22 @@ class LocalForwarder:
         with self._lock:
             self.active += 1
             self._open.add((client, channel))
-        upstream = threading.Thread(
-            target=self._client_to_channel, args=(client, channel), daemon=True
-        )
-        upstream.start()
-        self._channel_to_client(channel, client)
-        upstream.join()
-        _close_quietly(client, channel)
-        with self._lock:
-            self.active -= 1
-            self._open.discard((client, channel))
+        delivery: Delivery | None = None
+        try:
+            delivery = self.path.delivery(channel, client, self._count_in, self._workers.submit)
+            with self._lock:
+                self._deliveries.add(delivery)
+            self._client_to_channel(client, channel)
+            delivery.wait()
+        except (OSError, EOFError, paramiko.SSHException, RuntimeError):
+            pass  # the client or the channel failed; RuntimeError: no thread for the plain path
+        finally:
+            _close_quietly(client, channel)
+            with self._lock:
+                if delivery is not None:
+                    self._deliveries.discard(delivery)
+                self.active -= 1
+                self._open.discard((client, channel))
 
     def _client_to_channel(self, client: socket.socket, channel: paramiko.Channel) -> None:
         # One reused buffer: recv(CHUNK) would allocate CHUNK bytes per call, costly for
@@ -248,22 +265,6 @@ class LocalForwarder:
         with self._lock:
             deliveries = list(self._deliveries)
         return sum(delivery.queued for delivery in deliveries)
-
-    def _channel_to_client(self, channel: paramiko.Channel, client: socket.socket) -> None:
-        delivery: Delivery | None = None
-        try:
-            delivery = self.path.delivery(channel, client, self._count_in)
-            with self._lock:
-                self._deliveries.add(delivery)
-            delivery.run()
-        except (OSError, EOFError, paramiko.SSHException):
-            pass
-        finally:
-            if delivery is not None:
-                with self._lock:
-                    self._deliveries.discard(delivery)
-            with contextlib.suppress(OSError):
-                client.shutdown(socket.SHUT_WR)
 
     def _count_in(self, count: int) -> None:
         with self._lock:

@@ -34,6 +34,7 @@ from paramiko.pkey import UnknownKeyType
 
 from bastionctl.errors import ConfigError, HostKeyError
 from bastionctl.model import Endpoint
+from bastionctl.ssh.pinned import MARK
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,28 @@ class Entry:
     revoked: bool
     path: Path
     line: int
+    # The `# bastionctl ORIGIN AT k=v...` comment above a line bastionctl pinned, split.
+    pinned: tuple[str, ...] = ()
 
     @property
     def where(self) -> str:
         return f"{self.path}:{self.line}"
+
+    @property
+    def origin(self) -> str:
+        """Where the key came from, for a person: EC2's console output, a person's `yes`, or
+        a known_hosts file bastionctl does not manage."""
+        if not self.pinned:
+            return "an entry of your own"
+        kind, at = self.pinned[0], self.pinned[1] if len(self.pinned) > 1 else "-"
+        details = dict(item.partition("=")[::2] for item in self.pinned[2:])
+        when = f" on {at}" if at != "-" else ""
+        if kind == "ec2-console":
+            instance = details.get("instance")
+            return f"pinned from EC2's console output{' of ' + instance if instance else ''}{when}"
+        if kind == "accepted":
+            return f"accepted by a person{when}"
+        return "added by hand"
 
     def matches(self, name: str) -> bool:
         """Whether this line applies to `name` (wildcards vouch only on @revoked lines)."""
@@ -125,8 +144,9 @@ def _hashed(pattern: str) -> _Hashed:
     return _Hashed(salt, digest)
 
 
-def parse_line(text: str, path: Path, number: int) -> Entry | None:
-    """The line's entry; None for a blank line, a comment or a line to skip (logged)."""
+def parse_line(text: str, path: Path, number: int, pinned: tuple[str, ...] = ()) -> Entry | None:
+    """The line's entry; None for a blank line, a comment or a line to skip (logged).
+    `pinned`: the fields of a bastionctl comment just above it."""
     fields = text.split()
     if not fields or fields[0].startswith("#"):
         return None
@@ -165,7 +185,12 @@ def parse_line(text: str, path: Path, number: int) -> Entry | None:
         return None
     if not revoked and any(isinstance(p, str) and ("*" in p or "?" in p) for p in patterns):
         log.debug("known_hosts %s: wildcard names do not vouch for a key here", where)
-    return Entry(tuple(patterns), key, revoked, path, number)
+    return Entry(tuple(patterns), key, revoked, path, number, pinned)
+
+
+class UnknownHostKey(HostKeyError):
+    """No known_hosts file lists any key for the host: first contact, which a person may
+    accept (ssh.first_contact); every other refusal is final."""
 
 
 class KnownHosts:
@@ -179,10 +204,19 @@ class KnownHosts:
                 text = path.read_text(encoding="utf-8", errors="replace")
             except OSError as exc:
                 raise ConfigError(f"cannot read known_hosts {path}: {exc}") from None
+            comment: tuple[str, ...] = ()
             for number, line in enumerate(text.splitlines(), start=1):
-                entry = parse_line(line, path, number)
+                if line.startswith(MARK):
+                    comment = tuple(line[len(MARK) :].split())
+                    continue
+                entry = parse_line(line, path, number, comment)
+                comment = ()
                 if entry is not None:
                     self.entries.append(entry)
+
+    def add(self, entry: Entry) -> None:
+        """A key accepted while running: known from now on, as if read from its file."""
+        self.entries.append(entry)
 
     def _valid(self, names: Iterable[str]) -> list[Entry]:
         wanted = list(names)
@@ -238,28 +272,47 @@ class KnownHosts:
             old = same_type[0]
             listed = next(n for n in names if old.matches(n))
             raise HostKeyError(
-                f"HOST KEY CHANGED for {alias} ({shown}): known_hosts ({old.where}) has "
-                f"{fingerprint(old.key)}, the server offered {fingerprint(key)}; "
-                "nothing was sent",
-                f"if the change is expected, remove the old entry with "
-                f"`ssh-keygen -f {old.path} -R {listed}` and add the new key after checking it",
+                f"HOST KEY CHANGED for {alias} ({shown}): known_hosts ({old.where}, "
+                f"{old.origin}) has {fingerprint(old.key)}, the server offered "
+                f"{fingerprint(key)}; nothing was sent",
+                _changed_hint(alias, listed, old),
             )
         if valid:
-            others = sorted({entry.key.get_name() for entry in valid})
+            old = valid[0]
+            others = ", ".join(
+                f"{e.key.get_name()} {fingerprint(e.key)} ({e.where}, {e.origin})" for e in valid
+            )
             raise HostKeyError(
                 f"{alias} ({shown}) offered a {offered} key {fingerprint(key)} but known_hosts "
-                f"only has {', '.join(others)} for it; refusing",
+                f"only has {others}; refusing",
                 "check the key with the server's administrator before adding it",
             )
         target = self.files[0] if self.files else "~/.ssh/known_hosts"
         scan = f"ssh-keyscan -t {offered.removeprefix('ssh-')} {_keyscan_target(address)}"
         if shown != address:  # a host_key_alias: the key goes in under that name
             scan += f" | awk '{{print \"{shown}\", $2, $3}}'"
-        raise HostKeyError(
+        raise UnknownHostKey(
             f"unknown host key for {alias} ({shown}): {offered} {fingerprint(key)} is not in "
             f"{where}; refusing to connect",
             f"verify the fingerprint out of band, then add it, e.g. `{scan}` >> {target}",
         )
+
+
+def _changed_hint(alias: str, listed: str, old: Entry) -> str:
+    if old.pinned[:1] == ("ec2-console",):
+        return (
+            "if the instance was rebuilt, `bastionctl known-hosts sync` pins the keys EC2 "
+            "attests now; otherwise ask its administrator"
+        )
+    if old.pinned:
+        return (
+            f"if the change is expected, `bastionctl known-hosts forget {alias}` and connect "
+            "again to check and accept the new key"
+        )
+    return (
+        f"if the change is expected, remove the old entry with "
+        f"`ssh-keygen -f {old.path} -R {listed}` and add the new key after checking it"
+    )
 
 
 def _keyscan_target(name: str) -> str:

@@ -14,6 +14,7 @@ from bastionctl.ssh.deliver import SocketDelivery
 # transport need not queue for the drain thread; the kernel may cap it (net.core.wmem_max),
 # which only makes that slower path more frequent.
 PAIR_BUFFER = 4 * 1024 * 1024
+HEAD = 256
 
 
 class ReadAhead:
@@ -35,12 +36,16 @@ class ReadAhead:
         self._end = 0
         # Bytes read from the socket so far: proof of life for a busy link (ssh.connect).
         self.received = 0
+        # The first bytes the server sent: a failed handshake tells "not an SSH server" by it.
+        self.head = b""
 
     def recv(self, size: int) -> bytes:
         if self._offset >= self._end:
             count = self._sock.recv_into(self._buffer)  # may raise socket.timeout
             if not count:
                 return b""
+            if not self.received:
+                self.head = bytes(self._view[: min(count, HEAD)])
             self.received += count
             self._offset, self._end = 0, count
         end = min(self._offset + size, self._end)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -45,6 +46,7 @@ _EXISTS: dict[str, Callable[[], bool]] = {
     "msvcrt": lambda: importlib.util.find_spec("msvcrt") is not None,
     "termios": lambda: importlib.util.find_spec("termios") is not None,
     "pwd": lambda: importlib.util.find_spec("pwd") is not None,
+    "SIGHUP": lambda: hasattr(signal, "SIGHUP"),
 }
 
 # What a macOS or a Windows Python (3.11) lacks of the above.
@@ -67,6 +69,7 @@ _LACKING: dict[str, frozenset[str]] = {
             "fcntl",
             "termios",
             "pwd",
+            "SIGHUP",
         }
     ),
 }

@@ -36,8 +36,16 @@ def private_dir(path: Path) -> Path:
                 f"the directory {path} belongs to another user (uid {info.st_uid})",
                 "remove it, or point bastionctl's directories elsewhere",
             )
-        if stat.S_IMODE(info.st_mode) != 0o700:
-            os.chmod(path, 0o700)
+        mode = stat.S_IMODE(info.st_mode)
+        if mode != 0o700:
+            try:
+                os.chmod(path, 0o700)
+            except OSError as exc:
+                raise BastionctlError(
+                    f"the directory {path} is mode {mode:04o} and cannot be made 0700: "
+                    f"{exc.strerror}",
+                    "fix its mode (is it immutable, or on a read-only file system?)",
+                ) from None
     return path
 
 
@@ -50,6 +58,11 @@ def runtime_dir() -> Path:
     user may have made first); then a directory under the user's own state directory.
     """
     return private_dir(_runtime_base(os.environ.get("XDG_RUNTIME_DIR")))
+
+
+def runtime_dir_path() -> Path:
+    """Where runtime_dir() is (or would be), without creating it."""
+    return _runtime_base(os.environ.get("XDG_RUNTIME_DIR"))
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,12 +1,21 @@
-"""Reading a line from the person at the controlling terminal, with or without echo."""
+"""Reading a line from the person at the controlling terminal, with or without echo; the
+signals that end a command holding a terminal."""
 
 from __future__ import annotations
 
 import getpass
 import os
+import signal
 import sys
 
 from bastionctl.system import api
+
+
+def hangup_signal() -> int | None:
+    """The signal a command gets when its terminal goes away (SIGHUP), where there is one."""
+    if sys.platform != "win32" and api.has("SIGHUP"):
+        return int(signal.SIGHUP)
+    return None
 
 
 def ask_hidden(prompt: str) -> str | None:

@@ -29,11 +29,13 @@ from bastionctl import sanitise
 from bastionctl.config import Config, load_config, resolve_config_path
 from bastionctl.errors import BastionctlError, LoginCancelled
 from bastionctl.model import Bastion, Host
-from bastionctl.otp import SecretStore, UsedSteps
+from bastionctl.otp import SecretStore, UsedSteps, is_yes_no_question
+from bastionctl.paths import default_config_file
 from bastionctl.prompting import origin_of
 from bastionctl.sanitise import SafeFormatter
 from bastionctl.tui.help_screen import HelpScreen
 from bastionctl.tui.host_details import HostDetails
+from bastionctl.tui.host_key_dialog import HostKeyDialog
 from bastionctl.tui.host_table import HostTable
 from bastionctl.tui.input_dialog import InputDialog
 from bastionctl.tui.otp_screen import OtpScreen
@@ -231,10 +233,11 @@ class BastionApp(App[None]):
                 markup=False,
             )
         if not config.inventory.hosts and not config.inventory.bastions:
-            where = f"config {config.path}" if config.path else "no config file was found"
-            self.say(
-                f"the inventory is empty ({where}; see configs/ or `bastionctl lab up`)", "warning"
-            )
+            if config.path:
+                where = f"config {config.path}"
+            else:
+                where = f"no config file: `bastionctl init` writes one to {default_config_file()}"
+            self.say(f"the inventory is empty ({where})", "warning")
         self.rows = host_rows(config.inventory, self.group_by)
         self.apply_filter(self.filter_text())
         hosts = len(config.inventory.hosts)
@@ -311,6 +314,9 @@ class BastionApp(App[None]):
             return last is not None and last == int(self.clock()) // STEP
 
         def show() -> None:
+            if origin is None and is_yes_no_question(prompt):  # ssh.first_contact's question
+                self.push_screen(HostKeyDialog(prompt), callback=answer.set_result)
+                return
             self.push_screen(
                 TotpDialog(prompt, echo, self.clock, step_used, origin),
                 callback=answer.set_result,

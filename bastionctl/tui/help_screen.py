@@ -26,6 +26,14 @@ class HelpScreen(ModalScreen[None]):
         with Vertical(id="help-box"):
             yield Label("bastionctl keys", classes="dialog-title")
             yield Static(table)
+            yield Static(
+                "Tunnels through one bastion share one login: this window's for the tunnels "
+                "opened here; the background agent's for `bastionctl tunnel` in a terminal and "
+                "detached ones, kept `persist` seconds (default 600) after its last tunnel "
+                "closes, so the next needs no code (`bastionctl logout` closes it now).",
+                markup=False,
+                classes="help-note",
+            )
             yield Label("Esc: close", classes="dialog-help")
 
     def action_dismiss_help(self) -> None:

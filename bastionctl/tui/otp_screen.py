@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -41,6 +42,8 @@ class OtpScreen(ModalScreen[None]):
         with Vertical(id="otp-box", classes="dialog"):
             yield Label("TOTP secrets in the keyring", classes="dialog-title")
             yield DataTable(id="otp-table", cursor_type="row")
+            # Why a secret cannot be read, whole: the table's cell has room for a word only.
+            yield Label(id="otp-problem")
             yield Label("s: set   d: remove   Esc: close", classes="dialog-help")
 
     def on_mount(self) -> None:
@@ -57,12 +60,19 @@ class OtpScreen(ModalScreen[None]):
             try:
                 status = "stored" if self.secrets.get(alias) is not None else "none"
             except BastionctlError as exc:
-                status = exc.message
+                self.app.call_from_thread(self.show_problem, str(exc))
+                status = "cannot read"
             self.app.call_from_thread(self.show_status, alias, status)
 
     def show_status(self, alias: str, status: str) -> None:
         table = self.query_one(DataTable)
-        table.update_cell(alias, table.ordered_columns[1].key, cell(status))
+        table.update_cell(alias, table.ordered_columns[1].key, cell(status), update_width=True)
+
+    def show_problem(self, text: str) -> None:
+        """The keyring's problem (the same for every bastion), whole and wrapped, plain text."""
+        problem = self.query_one("#otp-problem", Label)
+        problem.update(Text(sanitise.line(text)))
+        problem.display = True
 
     def selected(self) -> str | None:
         table = self.query_one(DataTable)

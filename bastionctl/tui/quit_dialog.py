@@ -27,8 +27,10 @@ class QuitDialog(ModalScreen[str | None]):
         with Vertical(id="quit-box"):
             yield Label(f"{tunnels} up in this window.", classes="dialog-title")
             yield Label("y: stop them and quit")
-            yield Label("d: leave them running in the background agent, on the same ports")
-            yield Label("   (open connections are cut once; `bastionctl tunnel list` shows them)")
+            yield Label(
+                "d: leave them running in the background agent, on the same ports "
+                "(open connections are cut once; `bastionctl tunnel list` shows them)"
+            )
             yield Label("n / Esc: stay", classes="dialog-help")
 
     def action_answer(self, choice: str | None) -> None:

@@ -153,5 +153,5 @@ def tunnel_cells(info: TunnelInfo, now: float | None = None) -> tuple[str, ...]:
         size(info.bytes_in),
         size(info.bytes_out),
         str(info.connections),
-        info.waiting_for or info.last_error or "",
+        info.waiting_for or info.error_summary() or "",
     )

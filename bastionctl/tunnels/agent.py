@@ -1,9 +1,11 @@
 """The agent: one background process per user that owns every detached tunnel.
 
-A second `tunnel --detach` through the same bastion reuses the agent's login. The agent is
-forked from the single-threaded CLI where fork exists (no second interpreter start-up), or
-started as a fresh, detached interpreter (a threaded front end such as the TUI, or Windows);
-it leaves once it has had no tunnel for a moment.
+Every tunnel through the same bastion reuses the agent's login: detached ones and those a
+terminal holds (foreground tunnels, attached over their control connection). A login outlives
+its last tunnel by the `persist` setting. The agent is forked from the single-threaded CLI
+where fork exists (no second interpreter start-up), or started as a fresh, detached interpreter
+(a threaded front end such as the TUI, or Windows); it leaves once it has had no tunnel and no
+login for a moment.
 """
 
 from __future__ import annotations
@@ -17,17 +19,20 @@ import time
 from pathlib import Path
 from types import FrameType
 
+import filelock
+
 from bastionctl import paths
 from bastionctl.atomic import write_atomic
 from bastionctl.errors import BastionctlError
 from bastionctl.system.cpu import unpinned
 from bastionctl.system.files import private_dir
+from bastionctl.system.locks import file_lock
 from bastionctl.system.processes import can_fork, fork_detached, spawn_detached
 from bastionctl.tunnels import control
 
 log = logging.getLogger(__name__)
 AGENT_START_TIMEOUT = 15.0
-# The agent leaves once it has had no tunnel for this long.
+# The agent leaves once it has had no tunnel and no login for this long.
 AGENT_IDLE_EXIT = 2.0
 
 
@@ -53,7 +58,7 @@ def run_agent(stop: threading.Event | None = None) -> None:
 
     keeper = CpuKeeper()
     keeper.start()
-    manager = TunnelManager(process="agent")
+    manager = TunnelManager(process="agent", persist=True)
     secrets = SecretStore()
     service = TunnelService(manager, can_open=True, secrets=secrets)
     server = control.ControlServer(control.agent_socket(), service.handle)
@@ -69,8 +74,11 @@ def run_agent(stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
     try:
         while not stop.wait(0.25):
+            for alias in manager.expire_idle():
+                log.info("closed the idle login to %s", alias)
             idle = time.monotonic() - service.last_activity
-            if not manager.list() and not service.busy and idle > AGENT_IDLE_EXIT:
+            held = manager.list() or manager.idle_logins()
+            if not held and not service.busy and idle > AGENT_IDLE_EXIT:
                 break
     except _Stop:
         pass
@@ -83,10 +91,33 @@ def run_agent(stop: threading.Event | None = None) -> None:
 
 
 def ensure_agent() -> Path:
-    """The agent's socket, starting the agent first when none answers."""
+    """The agent's socket, starting the agent first when none answers.
+
+    Commands started together start one agent: the first starts it under a lock, the others
+    wait for it there and find it running.
+    """
     path = control.agent_socket()
     if path in set(control.live_sockets()):
         return path
+    # Released by this process once the agent listens (a forked agent shares the lock with
+    # it until then: never longer, whatever the agent does).
+    lock = file_lock(path.with_name("agent.lock"))
+    try:
+        lock.acquire(timeout=AGENT_START_TIMEOUT)
+    except filelock.Timeout:
+        raise BastionctlError(
+            "the bastionctl agent did not start: another command has been starting it for "
+            f"{AGENT_START_TIMEOUT:g} s"
+        ) from None
+    try:
+        if path in set(control.live_sockets()):
+            return path
+        return _start_agent(path)
+    finally:
+        lock.release()
+
+
+def _start_agent(path: Path) -> Path:
     log_file = paths.state_dir() / "agent.log"
     private_dir(log_file.parent)
     verbose = logging.getLogger().isEnabledFor(logging.INFO)

@@ -1,4 +1,6 @@
-"""The front ends' side of the control sockets: open in the agent, answer, list, stop."""
+"""The front ends' side of the control sockets: open in the agent, answer, list, stop, log out.
+
+(A foreground tunnel attached to the agent has its own: tunnels.attached.)"""
 
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ from bastionctl.tunnels.protocol import (
     AnswerTunnel,
     Listed,
     ListTunnels,
+    LoggedOut,
+    LoginInfo,
+    Logout,
     Message,
     Notice,
     Opened,
@@ -88,18 +93,37 @@ def _converse(
 
 def all_tunnels() -> list[TunnelInfo]:
     """The tunnels of every bastionctl process of this user that answers."""
+    return listing()[0]
+
+
+def listing() -> tuple[list[TunnelInfo], list[LoginInfo]]:
+    """The tunnels of every bastionctl process of this user that answers, and the agent's
+    bastion logins (used and idle)."""
     tunnels: list[TunnelInfo] = []
+    logins: list[LoginInfo] = []
     for path in control.live_sockets():
         try:
             reply = control.request(path, ListTunnels(), timeout=5)
-            tunnels.extend(
-                expect(reply, Listed, f"the bastionctl process behind {path.name}").tunnels
-            )
+            listed = expect(reply, Listed, f"the bastionctl process behind {path.name}")
         except ProtocolError:
             raise  # another version: say so rather than hide its tunnels
         except (OSError, BastionctlError):
             continue
-    return sorted(tunnels, key=lambda t: t.id)
+        tunnels.extend(listed.tunnels)
+        logins.extend(listed.logins)
+    return sorted(tunnels, key=lambda t: t.id), logins
+
+
+def logout(bastion: str | None) -> LoggedOut:
+    """Close the agent's idle login to `bastion` (every idle one when None) now."""
+    agent = control.agent_socket()
+    if agent not in set(control.live_sockets()):
+        return LoggedOut(())
+    try:
+        reply = control.request(agent, Logout(bastion))
+    except OSError:
+        return LoggedOut(())  # it has just left, and its logins with it
+    return expect(reply, LoggedOut, "the bastionctl agent")
 
 
 def stop_tunnels(tunnel_id: TunnelId | None) -> list[TunnelId]:

@@ -55,6 +55,11 @@ class Connection:
             return None
         return protocol.decode(line)
 
+    def finish(self) -> None:
+        """Nothing more from this side (a half-close): the peer may still answer."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._reader.close()
@@ -62,7 +67,8 @@ class Connection:
             self.sock.close()
 
 
-Handler = Callable[[Request, Connection], Reply]
+# None: the handler has had the whole conversation itself (an attachment); it ends there.
+Handler = Callable[[Request, Connection], Reply | None]
 
 
 class ControlServer:
@@ -113,6 +119,8 @@ class ControlServer:
                     log.exception("the control request %s failed", request.TYPE)
                     why = f"internal error in bastionctl process {os.getpid()}: {exc}"
                     reply = Failed.from_error(BastionctlError(why))
+                if reply is None:
+                    return
                 conn.send(reply)
         except OSError:
             pass

@@ -36,6 +36,7 @@ from bastionctl.model import Bastion, Host, TunnelSpec
 from bastionctl.ssh import datapath
 from bastionctl.ssh.connect import Session, connect_bastion, connect_through, responsive
 from bastionctl.ssh.forward import LocalForwarder, open_direct
+from bastionctl.tunnels.failures import FailureDigest
 from bastionctl.tunnels.ports import PortBook
 from bastionctl.tunnels.protocol import TunnelEvent, TunnelId, TunnelInfo, TunnelState
 from bastionctl.tunnels.spec import spec_key
@@ -50,6 +51,10 @@ BACKOFF_START = 0.5
 BACKOFF_CAP = 8.0
 # How many ports after the remembered/default one to try when it is taken.
 PORT_TRIES = 20
+# Clients that connect while the path is not up yet wait for it, this many at a time at most.
+MAX_HELD = 16
+# States whose clients are held (each for at most connect_timeout) rather than refused.
+HOLDING = (TunnelState.CONNECTING, TunnelState.RECONNECTING)
 
 EventCallback = Callable[[TunnelEvent], None]
 
@@ -130,6 +135,9 @@ class ManagedTunnel:
         self._attempts = 0
         self._waiting_on: _Link | None = None
         self._supervisor: threading.Thread | None = None
+        self._held = 0
+        self._digest = FailureDigest()
+        self._digest_timer: threading.Timer | None = None
 
     @property
     def local_port(self) -> int:
@@ -175,10 +183,47 @@ class ManagedTunnel:
         self.last_error_at = time.time()
 
     def _failed_forward(self, message: str) -> None:
-        """A connection to the local port could not be carried: counted and kept as the error."""
+        """A connection to the local port could not be carried: counted and kept as the error.
+
+        Front ends hear of it as a failure event, rate-limited (tunnels.failures).
+        """
+        if self._stop.is_set():
+            return  # the tunnel was stopped: its clients are cut on purpose
         with self._changed:
             self.errors += 1
+            if self.state is TunnelState.FAILED:
+                return  # the tunnel's own failure is the error, told once, and stays so
             self._record(message)
+            line = self._digest.add(message)
+            self._schedule_digest()
+        if line is not None:
+            self._tell_failure(line)
+
+    def _tell_failure(self, line: str) -> None:
+        self.manager._emit(
+            TunnelEvent(self.id, self.state, f"client connection closed: {line}", failure=True)
+        )
+
+    def _schedule_digest(self) -> None:
+        """(Holding `_changed`.) A timer for the repeats the digest counted and has not told."""
+        if self._digest_timer is not None or self._stop.is_set():
+            return
+        wait = self._digest.next_due()
+        if wait is None:
+            return
+        timer = threading.Timer(wait, self._flush_digest)
+        timer.daemon = True
+        timer.name = f"tunnel-{self.id}-failures"
+        self._digest_timer = timer
+        timer.start()
+
+    def _flush_digest(self) -> None:
+        with self._changed:
+            self._digest_timer = None
+            lines = [] if self._stop.is_set() else self._digest.due()
+            self._schedule_digest()
+        for line in lines:
+            self._tell_failure(line)
 
     def _links(self) -> tuple[_Link, _Link]:
         return self.manager._bastion_link(self.spec.bastion), self.manager._host_link(
@@ -197,10 +242,45 @@ class ManagedTunnel:
                     self.waiting_for = f"the login to {link.name} (its last prompt was declined)"
                 raise
 
+    def _until_up(self) -> None:
+        """Hold a client that came while the path is not up (logging in, reconnecting).
+
+        It waits at most connect_timeout, and at most MAX_HELD wait at once; raises
+        ConnectError with why it is not served.
+        """
+        label = self.spec.label
+        timeout = float(self.session.settings.connect_timeout)
+        with self._changed:
+            if self.state in HOLDING and not self._stop.is_set():
+                if self._held >= MAX_HELD:
+                    raise ConnectError(
+                        f"{MAX_HELD} clients already wait for {label} to come up; connection closed"
+                    )
+                self._held += 1
+                deadline = time.monotonic() + timeout
+                try:
+                    while self.state in HOLDING and not self._stop.is_set():
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            raise ConnectError(
+                                f"{label} was not up within {timeout:g} s (connect_timeout) "
+                                f"of a client connecting; connection closed"
+                            )
+                        self._changed.wait(left)
+                finally:
+                    self._held -= 1
+            state = self.state
+            if self._stop.is_set():
+                raise ConnectError(f"{label} was stopped")
+            if state is TunnelState.UP:
+                return
+            if state is TunnelState.FAILED:
+                raise ConnectError(f"{label} failed; connection closed")
+            raise ConnectError(f"{label} is {state.value}; connection refused")
+
     def _open_channel(self, origin: tuple[str, int]) -> paramiko.Channel:
         spec = self.spec
-        if self.state is not TunnelState.UP:
-            raise ConnectError(f"{spec.label} is {self.state.value}; connection refused")
+        self._until_up()
         _bastion, host = self._links()
         return open_direct(
             host.get(self.session),
@@ -240,6 +320,8 @@ class ManagedTunnel:
 
     def start(self) -> None:
         self._listen()
+        # Accepting already: a client started early waits for the login (see _until_up).
+        self.forwarder.start()
         for link in self._links():
             link.allow_retry()
         try:
@@ -251,7 +333,6 @@ class ManagedTunnel:
             cancelled = isinstance(exc, LoginCancelled)
             self._set(TunnelState.CLOSED if cancelled else TunnelState.FAILED, reason)
             raise
-        self.forwarder.start()
         self._set(TunnelState.UP, f"{self.spec.label} on {self.spec.bind}:{self.local_port}")
         self._supervisor = threading.Thread(
             target=self._supervise, name=f"tunnel-{self.id}", daemon=True
@@ -358,6 +439,9 @@ class ManagedTunnel:
         self._wake.set()
         with self._changed:
             self._changed.notify_all()
+            timer, self._digest_timer = self._digest_timer, None
+        if timer is not None:
+            timer.cancel()
         self.forwarder.close()
         if self._supervisor is not None and self._supervisor is not threading.current_thread():
             self._supervisor.join(timeout=5)
@@ -369,10 +453,19 @@ class TunnelManager:
 
     `process` names the process in tunnel lists: agent, foreground or tui. Creating a manager
     chooses the process's data path (ssh.datapath), the one thing it changes beyond itself.
+    With `persist` (the agent) a bastion login outlives its last tunnel by the `persist`
+    setting of that tunnel's session, so a tunnel opened again soon needs no code.
     """
 
-    def __init__(self, on_event: EventCallback | None = None, *, process: str) -> None:
+    def __init__(
+        self, on_event: EventCallback | None = None, *, process: str, persist: bool = False
+    ) -> None:
         self.process = process
+        self.persist = persist
+        # Idle bastion logins kept for a while: alias -> time.monotonic() they close.
+        self._idle: dict[str, float] = {}
+        # Who hears one tunnel's events besides on_event (the terminal that holds it).
+        self._listeners: dict[TunnelId, EventCallback] = {}
         self.pid = os.getpid()
         self.on_event = on_event or (lambda _event: None)
         self.data_path = datapath.install()
@@ -381,28 +474,42 @@ class TunnelManager:
         self._tunnels: dict[int, ManagedTunnel] = {}
         self._bastions: dict[str, _Link] = {}
         self._hosts: dict[tuple[str, str], _Link] = {}
+        # What each link was made for (a bastion; a bastion and host), to notice a change.
+        self._endpoints: dict[object, object] = {}
 
     def _emit(self, event: TunnelEvent) -> None:
         log.info("tunnel %s %s: %s", event.tunnel, event.state.value, event.message)
         self.on_event(event)
+        listener = self._listeners.get(event.tunnel)
+        if listener is not None:
+            listener(event)
 
     def _bastion_link(self, bastion: Bastion) -> _Link:
+        stale = None
         with self._lock:
             link = self._bastions.get(bastion.alias)
-            if link is None:
+            # A long-lived process (the agent) sees a config edited meanwhile: a bastion
+            # whose address or login changed gets a new link, not the old one's.
+            if link is None or self._endpoints.get(bastion.alias) != bastion:
+                stale = link
                 link = _Link(
                     bastion.alias,
                     lambda session: connect_bastion(bastion, session),
                     self._logged_in,
                 )
                 self._bastions[bastion.alias] = link
-            return link
+                self._endpoints[bastion.alias] = bastion
+        if stale is not None:
+            stale.drop()
+        return link
 
     def _host_link(self, bastion: Bastion, host: Host) -> _Link:
         key = (bastion.alias, host.alias)
+        stale = None
         with self._lock:
             link = self._hosts.get(key)
-            if link is None:
+            if link is None or self._endpoints.get(key) != (bastion, host):
+                stale = link
                 link = _Link(
                     host.alias,
                     lambda session: connect_through(
@@ -411,7 +518,10 @@ class TunnelManager:
                     self._logged_in,
                 )
                 self._hosts[key] = link
-            return link
+                self._endpoints[key] = (bastion, host)
+        if stale is not None:
+            stale.drop()
+        return link
 
     def _logged_in(self) -> None:
         """A transport came up: tunnels waiting for it need no answer any more."""
@@ -424,16 +534,27 @@ class TunnelManager:
         link = self._bastions.get(alias)
         return link.logins if link else 0
 
-    def open(self, spec: TunnelSpec, session: Session) -> ManagedTunnel:
-        """Listen, log in (prompts go to `session`'s front end), forward; remember the port."""
+    def open(
+        self, spec: TunnelSpec, session: Session, listener: EventCallback | None = None
+    ) -> ManagedTunnel:
+        """Listen, log in (prompts go to `session`'s front end), forward; remember the port.
+
+        `listener` hears this tunnel's events, from its first to its CLOSED.
+        """
         tunnel = ManagedTunnel(self, TunnelId(self.pid, next(self._numbers)), spec, session)
         with self._lock:
             self._tunnels[tunnel.id.number] = tunnel
+            self._idle.pop(spec.bastion.alias, None)  # in use again
+            if listener is not None:
+                self._listeners[tunnel.id] = listener
         try:
             tunnel.start()
         except BaseException:
             with self._lock:
                 self._tunnels.pop(tunnel.id.number, None)
+                self._listeners.pop(tunnel.id, None)
+            if self.persist:  # a login that worked is kept for the next try
+                self._drop_unused(session.settings.persist)
             raise
         # A port the user chose becomes the stable one; a collision's stand-in does not.
         PortBook().remember(spec_key(spec), tunnel.local_port, replace=spec.local_port_fixed)
@@ -455,22 +576,75 @@ class TunnelManager:
         with self._lock:
             self._tunnels.pop(tunnel_id.number, None)
         tunnel.close()
-        self._drop_unused()
+        with self._lock:
+            self._listeners.pop(tunnel_id, None)
+        self._drop_unused(tunnel.session.settings.persist)
 
     def close_all(self) -> None:
         for tunnel in self.list():
             self.close(tunnel.id)
+        with self._lock:
+            self._idle.clear()
         for link in [*self._hosts.values(), *self._bastions.values()]:
             link.drop()
 
-    def _drop_unused(self) -> None:
+    def _drop_unused(self, persist: float = 0.0) -> None:
+        """Close the logins no tunnel uses; with `persist`, a bastion's (and its targets')
+        only `persist` seconds from now."""
         with self._lock:
             used_hosts = {(t.spec.bastion.alias, t.spec.host.alias) for t in self._tunnels.values()}
             used_bastions = {b for b, _ in used_hosts}
-            idle = [link for key, link in self._hosts.items() if key not in used_hosts]
-            idle += [link for key, link in self._bastions.items() if key not in used_bastions]
+            if self.persist and persist > 0:
+                closes = time.monotonic() + persist
+                for alias, link in self._bastions.items():
+                    if alias not in used_bastions and alias not in self._idle and link.alive():
+                        self._idle[alias] = closes
+            kept = set(self._idle)
+            idle = [
+                link
+                for key, link in self._hosts.items()
+                if key not in used_hosts and key[0] not in kept
+            ]
+            idle += [
+                link
+                for key, link in self._bastions.items()
+                if key not in used_bastions and key not in kept
+            ]
         for link in idle:
             link.drop()
+
+    def idle_logins(self) -> dict[str, float]:
+        """The bastion logins kept with no tunnel: alias -> time.monotonic() they close."""
+        with self._lock:
+            return dict(self._idle)
+
+    def used_logins(self) -> dict[str, int]:
+        """The bastions the tunnels use: alias -> how many tunnels."""
+        used: dict[str, int] = {}
+        for tunnel in self.list():
+            alias = tunnel.spec.bastion.alias
+            used[alias] = used.get(alias, 0) + 1
+        return used
+
+    def expire_idle(self, bastion: str | None = None, *, now: bool = False) -> tuple[str, ...]:
+        """Close the idle logins whose time has come (or, with `now`, every one, or
+        `bastion`'s), and those whose connection died meanwhile; the aliases closed."""
+        at = time.monotonic()
+        with self._lock:
+            due = [
+                alias
+                for alias, closes in self._idle.items()
+                if (now and bastion in (None, alias))
+                or closes <= at
+                or not self._bastions[alias].alive()
+            ]
+            for alias in due:
+                del self._idle[alias]
+            links = [link for key, link in self._hosts.items() if key[0] in due]
+            links += [self._bastions[alias] for alias in due]
+        for link in links:
+            link.drop()
+        return tuple(sorted(due))
 
     def __enter__(self) -> TunnelManager:
         return self

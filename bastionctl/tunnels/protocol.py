@@ -6,8 +6,10 @@ version, of an unknown type, or with a field missing, unknown or of the wrong ty
 with one ProtocolError; nothing loose (no `dict[str, Any]`) crosses the boundary.
 
 A conversation on a control connection: the front end sends a request (list, stop, open,
-answer); the serving process may send prompts (answered with Answer) and notices before its
-one reply (Listed, Stopped, Opened or Failed).
+answer, logout); the serving process may send prompts (answered with Answer) and notices before
+its one reply (Listed, Stopped, Opened, LoggedOut or Failed). An attach request is the one
+conversation that goes on after its Opened: the agent sends the tunnel's News (and prompts of
+its later logins) until either side closes the connection, which closes the tunnel.
 """
 
 from __future__ import annotations
@@ -116,6 +118,8 @@ class TunnelInfo:
     errors: int = 0
     # What a needs-input tunnel waits for an answer to.
     waiting_for: str | None = None
+    # The pid of the command whose terminal holds this tunnel (a foreground tunnel in the agent).
+    attached: int | None = None
 
     @property
     def remote(self) -> str:
@@ -124,6 +128,20 @@ class TunnelInfo:
     @property
     def local(self) -> str:
         return hostport(self.bind, self.local_port)
+
+    def error_summary(self) -> str | None:
+        """The last error with its local time and how many clients were not served."""
+        if self.last_error is None:
+            return None
+        when = ""
+        if self.last_error_at is not None:
+            when = time.strftime("%H:%M:%S", time.localtime(self.last_error_at))
+        if self.errors:
+            count = "1 client" if self.errors == 1 else f"{self.errors} clients"
+            lead = f"{count} not served; last error at {when}" if when else f"{count} not served"
+        else:
+            lead = when
+        return f"{lead}: {self.last_error}" if lead else self.last_error
 
     def public(self, now: float | None = None) -> JsonObject:
         """The object `tunnel list --json` prints for this tunnel."""
@@ -148,6 +166,29 @@ class TunnelInfo:
             "last_error_at": self.last_error_at,
             "errors": self.errors,
             "waiting_for": self.waiting_for,
+            "attached": self.attached,
+        }
+
+
+@dataclass(frozen=True)
+class LoginInfo:
+    """A bastion login the agent holds: in use by `tunnels`, or idle until `closes_at`."""
+
+    bastion: str
+    tunnels: int
+    # Unix time the idle login closes (the `persist` setting); None while tunnels use it.
+    closes_at: float | None = None
+
+    def public(self, now: float | None = None) -> JsonObject:
+        """The object `tunnel list --json` prints for this login."""
+        left = None
+        if self.closes_at is not None:
+            left = max(0.0, round(self.closes_at - (time.time() if now is None else now), 1))
+        return {
+            "bastion": self.bastion,
+            "tunnels": self.tunnels,
+            "closes_at": self.closes_at,
+            "closes_in": left,
         }
 
 
@@ -159,6 +200,8 @@ class TunnelEvent:
     state: TunnelState
     message: str
     at: float = dataclasses.field(default_factory=time.time)
+    # A client's connection could not be carried (the state is unchanged); rate-limited.
+    failure: bool = False
 
 
 class Message:
@@ -187,6 +230,23 @@ class StopTunnels(Message):
 class OpenTunnel(Message):
     TYPE: ClassVar[str] = "open"
     request: TunnelRequest
+
+
+@dataclass(frozen=True)
+class AttachTunnel(Message):
+    """Open a tunnel held by the asking command (`pid`): it lives as long as this connection."""
+
+    TYPE: ClassVar[str] = "attach"
+    request: TunnelRequest
+    pid: int
+
+
+@dataclass(frozen=True)
+class Logout(Message):
+    """Close the idle login to `bastion` now, or every idle login when None."""
+
+    TYPE: ClassVar[str] = "logout"
+    bastion: str | None = None
 
 
 @dataclass(frozen=True)
@@ -229,6 +289,16 @@ class Notice(Message):
     text: str
 
 
+@dataclass(frozen=True)
+class News(Message):
+    """An attached tunnel's TunnelEvent, for the terminal that holds it."""
+
+    TYPE: ClassVar[str] = "news"
+    state: TunnelState
+    message: str
+    failure: bool = False
+
+
 # ------------------------------------------------------------ replies (server -> front end)
 
 
@@ -238,6 +308,7 @@ class Listed(Message):
     pid: int
     process: str
     tunnels: tuple[TunnelInfo, ...]
+    logins: tuple[LoginInfo, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -250,6 +321,15 @@ class Stopped(Message):
 class Opened(Message):
     TYPE: ClassVar[str] = "opened"
     tunnel: TunnelInfo
+
+
+@dataclass(frozen=True)
+class LoggedOut(Message):
+    """The logins closed, and those left because tunnels still use them."""
+
+    TYPE: ClassVar[str] = "logged-out"
+    closed: tuple[str, ...]
+    in_use: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -275,9 +355,9 @@ class Failed(Message):
         return kind(self.message, self.hint)
 
 
-Request = ListTunnels | StopTunnels | OpenTunnel | AnswerTunnel
-REQUESTS = (ListTunnels, StopTunnels, OpenTunnel, AnswerTunnel)
-Reply = Listed | Stopped | Opened | Failed
+Request = ListTunnels | StopTunnels | OpenTunnel | AttachTunnel | AnswerTunnel | Logout
+REQUESTS = (ListTunnels, StopTunnels, OpenTunnel, AttachTunnel, AnswerTunnel, Logout)
+Reply = Listed | Stopped | Opened | LoggedOut | Failed
 
 MESSAGES: dict[str, type[Message]] = {
     cls.TYPE: cls
@@ -285,13 +365,17 @@ MESSAGES: dict[str, type[Message]] = {
         ListTunnels,
         StopTunnels,
         OpenTunnel,
+        AttachTunnel,
         AnswerTunnel,
+        Logout,
         Prompt,
         Answer,
         Notice,
+        News,
         Listed,
         Stopped,
         Opened,
+        LoggedOut,
         Failed,
     )
 }

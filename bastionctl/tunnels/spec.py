@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 
 from bastionctl.config import Config
 from bastionctl.errors import UsageError
-from bastionctl.model import Host, TunnelSpec
-from bastionctl.tunnels.ports import PortBook
+from bastionctl.model import Host, Service, TunnelSpec
+from bastionctl.tunnels.ports import PortBook, Remembered
 from bastionctl.tunnels.protocol import TunnelRequest
 
 RAW_PORT_BASE = 50000
@@ -58,10 +59,7 @@ def build_spec(config: Config, request: TunnelRequest) -> TunnelSpec:
         raise UsageError("a raw tunnel needs REMOTE_PORT")
     local_port = request.local_port
     if local_port is None:
-        key = port_key(host.alias, service.name if service else f"port-{port}")
-        local_port = PortBook().get(key) or (
-            service.local_port if service else default_raw_local_port(port)
-        )
+        local_port = choose_local_port(host, service, port).port
     return TunnelSpec(
         host=host,
         bastion=config.inventory.bastion_for(host),
@@ -70,6 +68,42 @@ def build_spec(config: Config, request: TunnelRequest) -> TunnelSpec:
         bind=check_bind(request.bind or config.settings.bind, request.allow_non_loopback),
         service=service,
         local_port_fixed=request.local_port is not None,
+    )
+
+
+@dataclass(frozen=True)
+class PortChoice:
+    port: int
+    scheme: int  # what the scheme alone would give
+    source: str  # "config", "remembered" or "scheme"
+    remembered: Remembered | None = None
+
+
+def choose_local_port(host: Host, service: Service | None, remote_port: int) -> PortChoice:
+    """The config's port for this host and service, else the remembered one, else the scheme's."""
+    name = service.name if service else f"port-{remote_port}"
+    scheme = service.local_port if service else default_raw_local_port(remote_port)
+    configured = host.configured_port(name)
+    if configured is not None:
+        return PortChoice(configured, scheme, "config")
+    entry = PortBook().entry(port_key(host.alias, name))
+    if entry is not None:
+        return PortChoice(entry.port, scheme, "remembered", entry)
+    return PortChoice(scheme, scheme, "scheme")
+
+
+def remembered_note(spec: TunnelSpec) -> str | None:
+    """One line when a remembered port, not the scheme's, is used: why, and how to go back."""
+    if spec.local_port_fixed:
+        return None
+    choice = choose_local_port(spec.host, spec.service, spec.remote_port)
+    entry = choice.remembered
+    if entry is None or choice.port != spec.local_port or entry.port == choice.scheme:
+        return None
+    instead = f"the scheme's {choice.scheme}" if choice.scheme else "one the OS picks"
+    return (
+        f"{entry.key} uses remembered local port {entry.port} ({entry.reason}) instead of "
+        f"{instead}; go back with `bastionctl tunnel ports --forget {entry.key}`"
     )
 
 

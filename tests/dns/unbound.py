@@ -28,6 +28,8 @@ server-04 IN A    192.0.2.4
 legacy    IN A    192.0.2.10
 dual      IN AAAA 2001:db8::10
 dual      IN A    192.0.2.11
+loopback  IN AAAA ::1
+loopback  IN A    127.0.0.1
 """
 IPV4ONLY_FILE = """\
 $ORIGIN ipv4only.arpa.

@@ -14,7 +14,7 @@ from tests.ec2.conftest import Aws
 from tests.lab.helpers import free_port, run_cli
 
 
-def write_config(path: Path, body: str, domains: str = '["joeplaa.com"]') -> Path:
+def write_config(path: Path, body: str, domains: str = '["example.com"]') -> Path:
     path.write_text(
         f'[inventory]\nkey_path = "~/.ssh/{{key_name}}.pem"\ndomains = {domains}\n\n' + body
     )
@@ -59,8 +59,8 @@ def test_two_profiles_two_regions_field_by_field(aws: Aws, tmp_path: Path) -> No
         role="bastion",
         source="prod",
         user="admin",
-        fqdn="01.joeplaa.com",
-        address="01.joeplaa.com",
+        fqdn="01.example.com",
+        address="01.example.com",
         ipv4=made["server-01"]["public_ipv4"],
         public_ipv4=made["server-01"]["public_ipv4"],
         identity_file=str(home / ".ssh/server-01.pem"),
@@ -73,7 +73,7 @@ def test_two_profiles_two_regions_field_by_field(aws: Aws, tmp_path: Path) -> No
         role="host",
         source="prod",
         user="ubuntu",
-        fqdn="server-02.joeplaa.com",
+        fqdn="server-02.example.com",
         address=made["server-02"]["ipv6"],
         ipv4=made["server-02"]["ipv4"],
         identity_file=str(home / ".ssh/server-02.pem"),

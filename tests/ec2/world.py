@@ -145,7 +145,7 @@ def build(url: str) -> Made:
         key_name="server-01",
         role="bastion",
         user="admin",
-        fqdn="01.joeplaa.com",
+        fqdn="01.example.com",
     )
     eu.instance(
         made,
@@ -154,7 +154,7 @@ def build(url: str) -> Made:
         suffix=2,
         key_name="server-02",
         user="ubuntu",
-        fqdn="server-02.joeplaa.com",
+        fqdn="server-02.example.com",
         services="mysql",
     )
     eu.instance(
@@ -166,7 +166,7 @@ def build(url: str) -> Made:
         key_name="server-03",
         extra_v6=0x33,
         user="ec2",
-        fqdn="server-03.joeplaa.com",
+        fqdn="server-03.example.com",
         services="rdp, sqlserver",
         key="~/.ssh/server-03",
     )

@@ -24,8 +24,11 @@ def write_config(
     bulk: bool,
     bastion_port: int | None = None,
     known_hosts: Path | None = None,
+    persist: float | None = None,
 ) -> Path:
     text = render_config(lab, bulk=bulk)
+    if persist is not None:  # how long the agent keeps a login after its last tunnel
+        text = text.replace("[settings]\n", f"[settings]\npersist = {persist}\n", 1)
     if bastion_port is not None:
         text = text.replace(
             "[bastions.server-01]\n", f"[bastions.server-01]\nport = {bastion_port}\n"
@@ -124,9 +127,10 @@ class TunnelProcess:
         raise AssertionError(f"no listening line in {self.stdout_lines}")
 
     def stop(self) -> int:
+        """SIGTERM (a closed tunnel exits 0; Ctrl-C's SIGINT, 130), then its exit status."""
         assert self.proc is not None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:

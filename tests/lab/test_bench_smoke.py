@@ -36,6 +36,14 @@ def test_bench_runs_on_a_tiny_size(tmp_path: Path) -> None:
                 "50",
                 "--tui-hosts",
                 "100",
+                "--conn-rounds",
+                "1",
+                "--sequential",
+                "20",
+                "--concurrent",
+                "40",
+                "--churn",
+                "200",
                 "--out",
                 str(tmp_path),
             ],
@@ -51,4 +59,6 @@ def test_bench_runs_on_a_tiny_size(tmp_path: Path) -> None:
     figures = {row["figure"] for row in json.loads(written.read_text())["table"]}
     assert {"upload MB/s", "download MB/s", "cold setup s", "inventory mapping 50 s"} <= figures
     assert "TUI 100 hosts ready s" in figures
+    assert {"1 at a time: conns/s", "20 at a time: conns/s", "RTT p50 us"} <= figures
+    assert {"RSS MB after 200 conns", "open fds after 200 conns"} <= figures
     assert "ratio" in result.stdout

@@ -30,7 +30,7 @@ MIB = 1024 * 1024
 def listed(config: Path) -> list[dict[str, object]]:
     result = run_cli("--config", str(config), "tunnel", "list", "--json")
     assert result.returncode == 0, result.stderr
-    tunnels: list[dict[str, object]] = json.loads(result.stdout)
+    tunnels: list[dict[str, object]] = json.loads(result.stdout)["tunnels"]
     return tunnels
 
 
@@ -118,7 +118,8 @@ def test_foreground_tunnel_is_listed_and_stoppable_from_another_process(
     tunnel = TunnelProcess(args).start()
     try:
         [entry] = listed(bulk_config)
-        assert entry["process"] == "foreground" and entry["local_port"] == port
+        assert entry["process"] == "agent" and entry["local_port"] == port
+        assert tunnel.proc is not None and entry["attached"] == tunnel.proc.pid
         assert run_cli("tunnel", "stop", str(entry["id"])).returncode == 0
         assert tunnel.proc is not None
         tunnel.proc.wait(timeout=10)
@@ -220,8 +221,13 @@ def test_bastion_link_down_for_20_s_then_back(lab: LabInfo, tmp_path: Path) -> N
                 events
             )
             assert listening(port)  # the local port stays bound while the path is gone
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as early:
-                assert early.recv(1) == b""  # refused cleanly, not left hanging
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as early:
+                held_from = time.monotonic()
+                # Held for the path (connect_timeout, 5 s here), then closed cleanly.
+                assert early.recv(1) == b""
+                assert time.monotonic() - held_from >= 4.5
+            info = tunnel.info()
+            assert info.errors == 1 and "not up within 5 s" in (info.last_error or ""), info
             time.sleep(max(0.0, 20 - (time.monotonic() - down_at)))
         finally:
             subprocess.run(["ip", "link", "set", link, "up"], check=True)

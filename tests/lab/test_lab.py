@@ -6,6 +6,7 @@ import errno
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -103,7 +104,7 @@ def running(pid: int) -> bool:
     return True
 
 
-def leftovers(name: str, pids: list[int]) -> list[str]:
+def leftovers(name: str, pids: list[int], net_id: int) -> list[str]:
     found = [
         ns
         for ns in subprocess.run(
@@ -115,21 +116,52 @@ def leftovers(name: str, pids: list[int]) -> list[str]:
         found.append(f"veth {name}-h0")
     found += [f"pid {pid}" for pid in pids if running(pid)]
     for user in (f"{name}-op", f"{name}-bulk"):
-        if subprocess.run(["id", user], capture_output=True).returncode == 0:
+        if getent("passwd", user).returncode == 0:
             found.append(f"user {user}")
-    for path in (Path(f"/etc/netns/{name}-bastion"), Path(f"/var/lib/bastionctl-lab/{name}")):
-        if path.exists():
-            found.append(str(path))
+    found += [str(p) for p in Path("/etc/netns").glob(f"{name}-*")]
+    root = Path(f"/var/lib/bastionctl-lab/{name}")
+    if root.exists():
+        found.append(str(root))
+    mounts = Path("/proc/self/mountinfo").read_text()
+    found += [f"mount {line}" for line in mounts.splitlines() if f"/{name}" in line]
+    for family, fence in (("-6", f"fd00:bc1:{net_id:x}::/48"), ("-4", f"10.213.{net_id}.0/24")):
+        shown = subprocess.run(["ip", family, "route", "show", fence], capture_output=True)
+        if shown.stdout.strip():
+            found.append(f"route {fence}")
     return found
+
+
+ACCOUNT_FILES = ("passwd", "group", "shadow", "gshadow")
+
+
+def account_files() -> dict[str, bytes]:
+    return {name: Path("/etc", name).read_bytes() for name in ACCOUNT_FILES}
+
+
+def getent(*args: str, ns: str | None = None) -> subprocess.CompletedProcess[str]:
+    prefix = ["ip", "netns", "exec", ns] if ns else []
+    return subprocess.run([*prefix, "getent", *args], capture_output=True, text=True)
 
 
 def test_lab_cli_up_is_idempotent_and_down_leaves_nothing(isolated_dirs: Path) -> None:
     require_lab()
     env = lab_env("bcld", 3)
     run_cli("lab", "down", env=env)  # an interrupted earlier run
+    host_accounts = account_files()
     try:
         first = run_cli("lab", "up", env=env)
         assert first.returncode == 0, first.stderr
+        # The lab's accounts exist for its daemons only: the host's files are untouched.
+        assert account_files() == host_accounts
+        assert getent("passwd", "bcld-op").returncode == 2
+        inside = getent("passwd", "bcld-op", ns="bcld-bastion")
+        assert inside.returncode == 0, inside.stderr
+        uid = int(inside.stdout.split(":")[2])
+        assert getent("passwd", str(uid)).returncode == 2  # no host account has that id
+        assert getent("group", str(uid)).returncode == 2
+        secret = Path("/var/lib/bastionctl-lab/bcld/home/bcld-op/.google_authenticator")
+        assert secret.stat().st_uid == uid
+        assert getent("passwd", "bcld-bulk", ns="bcld-srv02").returncode == 0
         assert "TOTP secret of server-01 stored in the keyring" in first.stdout
         config = isolated_dirs / "config" / "bastionctl" / "lab.toml"
         assert config.stat().st_mode & 0o777 == 0o600
@@ -145,10 +177,68 @@ def test_lab_cli_up_is_idempotent_and_down_leaves_nothing(isolated_dirs: Path) -
         removed = run_cli("lab", "down", env=env)
     assert removed.returncode == 0, removed.stderr
     assert "removed namespace bcld-bastion" in removed.stdout
-    assert leftovers("bcld", pids) == []
+    assert leftovers("bcld", pids, 3) == []
+    assert account_files() == host_accounts
     assert not config.exists()
     status = run_cli("lab", "status", env=env)
     assert status.returncode == 1 and "down" in status.stdout
+
+
+def journal(name: str) -> list[int]:
+    try:
+        text = Path(f"/var/lib/bastionctl-lab/{name}/run/pids").read_text()
+    except OSError:
+        return []
+    return [int(line.split()[0]) for line in text.splitlines() if line.strip()]
+
+
+def namespace_exists(ns: str) -> bool:
+    return Path("/run/netns", ns).exists()
+
+
+# Points in `lab up` to kill it at, each seen from outside: the directory made, the network
+# half built, the bastion's sshd started, MariaDB's data directory being made.
+KILL_POINTS = {
+    "directory": lambda name: Path(f"/var/lib/bastionctl-lab/{name}").exists(),
+    "network": lambda name: namespace_exists(f"{name}-srv03"),
+    "bastion sshd": lambda name: len(journal(name)) >= 1,
+    "target sshd": lambda name: len(journal(name)) >= 3,
+    "mariadb": lambda name: Path(f"/var/lib/bastionctl-lab/{name}/hosts/server-02/mysql").exists(),
+}
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_lab_down_after_a_killed_lab_up_leaves_nothing(point: str, isolated_dirs: Path) -> None:
+    require_lab()
+    name, net_id = "bclk", 5
+    env = lab_env(name, net_id)
+    run_cli("lab", "down", env=env)
+    host_accounts = account_files()
+    reached = KILL_POINTS[point]
+    up = subprocess.Popen(
+        [sys.executable, "-m", "bastionctl", "lab", "up"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not reached(name):
+            assert up.poll() is None, f"lab up ended before {point}: {up.stderr}"
+            assert time.monotonic() < deadline, f"lab up never reached {point}"
+            time.sleep(0.005)
+        up.kill()  # SIGKILL: no clean-up of its own runs
+        up.wait()
+        pids = journal(name)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        removed = run_cli("lab", "down", env=env)
+    assert removed.returncode == 0, removed.stderr
+    assert leftovers(name, pids, net_id) == []
+    assert account_files() == host_accounts
 
 
 def test_lab_without_root_says_so_in_one_line(

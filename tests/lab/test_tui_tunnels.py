@@ -208,7 +208,7 @@ async def test_quit_can_leave_tunnels_running_in_the_agent(
         await until(pilot, lambda: tui.return_code is not None)
     listed = run_cli("tunnel", "list", "--json")
     assert listed.returncode == 0, listed.stderr
-    (moved,) = [t for t in json.loads(listed.stdout) if t["host"] == "server-04"]
+    (moved,) = [t for t in json.loads(listed.stdout)["tunnels"] if t["host"] == "server-04"]
     assert moved["process"] == "agent" and moved["local_port"] == port
     await asyncio.to_thread(echo, port, 4096)
     assert run_cli("tunnel", "stop", "--all").returncode == 0

@@ -193,7 +193,8 @@ def test_totp_from_keyring_no_prompt_and_no_reuse(
     lab: LabInfo, tmp_path: Path, env_with: dict[str, str], op_pacer: OpPacer
 ) -> None:
     """Two logins as the op user (google-authenticator defaults) with the secret stored."""
-    config = write_config(lab, tmp_path / "op.toml", bulk=False)
+    # persist = 0: the agent closes the first login with its tunnel, so the second logs in.
+    config = write_config(lab, tmp_path / "op.toml", bulk=False, persist=0)
     store_secret(config, lab.read_secret(bulk=False))
     steps_file = Path(env_with["XDG_STATE_HOME"]) / "bastionctl" / "otp-steps.json"
     for attempt in range(2):

@@ -24,9 +24,9 @@ from typing import Protocol
 import pytest
 
 from bastionctl.config import Config, load_config
-from bastionctl.errors import LoginCancelled
+from bastionctl.errors import AuthError, LoginCancelled
 from bastionctl.model import TunnelSpec
-from bastionctl.otp import SecretStore, UsedSteps
+from bastionctl.otp import SecretStore, UsedSteps, is_yes_no_question
 from bastionctl.ssh import datapath, seam
 from bastionctl.ssh.auth import Asker
 from bastionctl.ssh.connect import Session
@@ -223,7 +223,10 @@ def occupy(port: int) -> socket.socket:
 
 
 def no_prompt(prompt: str, echo: bool) -> str:
-    """The session's `ask` where nothing should be asked: fails the test."""
+    """The session's `ask` where nothing should be asked: fails the test. A host key's
+    yes/no question finds nobody to ask, as without a terminal (the key is refused)."""
+    if is_yes_no_question(prompt):
+        raise AuthError("no person to ask in this test's session")
     pytest.fail(f"bastionctl asked {prompt!r} (echo={echo}); the secret should have answered")
 
 
@@ -371,12 +374,22 @@ def agent_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[AgentThread]:
 
 
 def tunnel_list_json(config: Path | None = None) -> list[dict[str, object]]:
-    """What `bastionctl [--config CONFIG] tunnel list --json`, a real process, lists."""
+    """The tunnels `bastionctl [--config CONFIG] tunnel list --json`, a real process, lists."""
+    return list_json(config)["tunnels"]
+
+
+def logins_json(config: Path | None = None) -> list[dict[str, object]]:
+    """The agent's bastion logins `tunnel list --json` lists (used and idle)."""
+    return list_json(config)["logins"]
+
+
+def list_json(config: Path | None = None) -> dict[str, list[dict[str, object]]]:
     options = ["--config", str(config)] if config is not None else []
     result = run_cli(*options, "tunnel", "list", "--json", timeout=CLI_TIMEOUT)
     assert result.returncode == 0, result.stderr
-    tunnels: list[dict[str, object]] = json.loads(result.stdout)
-    return tunnels
+    listed: dict[str, list[dict[str, object]]] = json.loads(result.stdout)
+    assert set(listed) == {"tunnels", "logins"}, listed
+    return listed
 
 
 # --- the bastionctl processes a test starts ---------------------------------------------------

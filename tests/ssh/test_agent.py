@@ -50,6 +50,7 @@ def test_open_detached_shares_one_login_then_the_idle_agent_leaves(
     notes: list[str] = []
     ask = refusing_ask(prompts)
     before = bulk_logins(ssh_world)
+    ssh_world.write_config(bulk_config, "bulk", persist=0)  # no login outlives the tunnels
     with agent_thread(monkeypatch) as agent:
         first = client.open_detached(
             TunnelRequest("server-02", "echo", config=str(bulk_config)), ask, notes.append
@@ -215,6 +216,7 @@ def test_detach_twice_shares_the_agents_login(ssh_world: World, bulk_config: Pat
 
 
 def test_stop_one_then_all_and_the_agent_leaves(ssh_world: World, bulk_config: Path) -> None:
+    ssh_world.write_config(bulk_config, "bulk", persist=0)  # no login outlives the tunnels
     _first, port1 = detach(bulk_config, "server-02")
     _second, port2 = detach(bulk_config, "server-03")
     pid = agent_pid()

@@ -253,7 +253,7 @@ def test_tunnel_list_json_of_another_process_sees_it(served: Served) -> None:
 
     result = run_cli("tunnel", "list", "--json", timeout=30)
     assert result.returncode == 0, result.stderr
-    [entry] = json.loads(result.stdout)
+    [entry] = json.loads(result.stdout)["tunnels"]
     assert entry["id"] == str(served.tunnel.id) and entry["pid"] == os.getpid()
     assert entry["process"] == "foreground" and entry["state"] == "up"
     assert entry["local_port"] == served.tunnel.local_port

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from bastionctl.lab.standin import pattern
-from bastionctl.ssh import datapath
+from bastionctl.ssh import datapath, workers
 from bastionctl.ssh.datapath import WINDOW_SIZE, DataPath
 from bastionctl.tunnels.protocol import TunnelState
 from tests.ssh.helpers import (
@@ -237,6 +237,37 @@ def test_a_refused_forward_is_counted_and_the_tunnel_stays_up(
 
 
 # --- many clients ------------------------------------------------------------------------------
+
+
+def test_many_short_connections_leave_no_thread_or_fd_behind(tunnels: Tunnels) -> None:
+    # Connections run on pooled workers (ssh.workers): one after another they reuse the
+    # same few, 20 at a time they need no more than that, and every fd goes when they close.
+    tunnel = tunnels.open("server-02", "echo")
+    echo_roundtrip(tunnel.local_port, b"warm-up")
+    assert wait_for(lambda: tunnel.forwarder.active == 0, 5)
+    fds = len(os.listdir("/proc/self/fd"))
+    pool = workers.shared()
+    started = pool.started
+    for _ in range(200):
+        echo_roundtrip(tunnel.local_port, os.urandom(1024))
+    assert pool.started - started <= 4, pool.started - started  # plain path: a task each way
+    clients = [
+        Background(
+            lambda: [echo_roundtrip(tunnel.local_port, os.urandom(1024)) for _ in range(20)],
+            f"test-client-{n}",
+        )
+        for n in range(20)
+    ]
+    for client in clients:
+        client.join(60)
+    assert pool.started - started <= 2 * 20 + 4, pool.started - started
+    assert wait_for(lambda: tunnel.forwarder.active == 0, 5)
+    assert wait_for(lambda: len(os.listdir("/proc/self/fd")) <= fds, 5), (
+        len(os.listdir("/proc/self/fd")),
+        fds,
+    )
+    assert tunnel.info().errors == 0
+    assert tunnel.info().bytes_out == 7 + 600 * 1024
 
 
 @FAST_ONLY

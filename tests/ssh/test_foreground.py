@@ -21,6 +21,7 @@ from bastionctl.tunnels.spec import build_spec
 from tests.lab.helpers import TunnelProcess, listening, run_cli
 from tests.ssh.helpers import (
     CLI_TIMEOUT,
+    agent_pid_file,
     bulk_logins,
     echo_roundtrip,
     refusing_ask,
@@ -30,6 +31,10 @@ from tests.ssh.helpers import (
 from tests.ssh.world import BASTION, World
 
 START_TIMEOUT = 15
+
+
+def agent_pid() -> int:
+    return int(agent_pid_file().read_text())
 
 
 # --- in this process -----------------------------------------------------------------------
@@ -117,8 +122,9 @@ def in_wait_loop(tunnel: TunnelProcess) -> bool:
     test_a_signal_right_after_the_ready_banner_closes_the_tunnel_normally.
     """
     assert tunnel.proc is not None
+    wchan = main_thread_wchan(tunnel.proc.pid)
     return any("Press Ctrl-C to close." in line for line in tunnel.stdout_lines) and (
-        "nanosleep" in main_thread_wchan(tunnel.proc.pid)
+        "nanosleep" in wchan or "futex" in wchan  # the loop waits on an Event, 0.2 s at a time
     )
 
 
@@ -140,14 +146,17 @@ def test_foreground_process_is_listed_and_ends_on_sigint(
         port = tunnel.local_port()
         echo_roundtrip(port)
         [entry] = tunnel_list_json()
-        assert entry["process"] == "foreground" and entry["pid"] == tunnel.proc.pid
+        # The agent's tunnel, attached to this command's terminal.
+        assert entry["process"] == "agent" and entry["attached"] == tunnel.proc.pid
         assert entry["state"] == "up" and entry["local_port"] == port
-        assert entry["id"] == f"{tunnel.proc.pid}.1"
-        assert control.process_socket(tunnel.proc.pid).exists()
+        assert entry["id"] == f"{agent_pid()}.1" and entry["pid"] == agent_pid()
         assert wait_for(lambda: in_wait_loop(tunnel), 10)
+        tunnel.proc.send_signal(signal.SIGINT)  # Ctrl-C
+        tunnel.proc.wait(timeout=15)
     finally:
-        code = tunnel.stop()  # SIGINT, by its pid
-    assert code == 0, tunnel.stderr_text
+        code = tunnel.stop()
+    assert code == 130, tunnel.stderr_text
+    assert tunnel.stderr_text == ""
     stdout = "".join(tunnel.stdout_lines)
     assert stdout.rstrip().endswith("Tunnel closed.")
     assert "Press Ctrl-C to close." in stdout
@@ -156,8 +165,13 @@ def test_foreground_process_is_listed_and_ends_on_sigint(
     assert tunnel_list_json() == []
 
 
-def test_foreground_process_ends_on_sigterm(ssh_world: World, bulk_config: Path) -> None:
-    tunnel = started(bulk_config)
+@pytest.mark.parametrize("option", [None, "--debug"])
+def test_foreground_process_ends_on_sigterm(
+    ssh_world: World, bulk_config: Path, option: str | None
+) -> None:
+    tunnel = TunnelProcess([*([option] if option else []), *tunnel_args(bulk_config)])
+    tunnel.start(timeout=START_TIMEOUT)
+    assert tunnel.ready, tunnel.stdout_lines
     try:
         assert tunnel.proc is not None
         port = tunnel.local_port()
@@ -172,6 +186,9 @@ def test_foreground_process_ends_on_sigterm(ssh_world: World, bulk_config: Path)
     assert code == 0, tunnel.stderr_text
     assert "".join(tunnel.stdout_lines).rstrip().endswith("Tunnel closed.")
     assert "interrupted" not in tunnel.stderr_text
+    assert "internal error" not in tunnel.stderr_text
+    if option is None:
+        assert tunnel.stderr_text == ""
     assert not listening(port)
     assert not control.process_socket(tunnel.proc.pid).exists()
 
@@ -181,7 +198,8 @@ def test_foreground_process_ends_on_tunnel_stop(ssh_world: World, bulk_config: P
     try:
         assert tunnel.proc is not None
         port = tunnel.local_port()
-        stop = run_cli("tunnel", "stop", f"{tunnel.proc.pid}.1", timeout=CLI_TIMEOUT)
+        [entry] = tunnel_list_json()
+        stop = run_cli("tunnel", "stop", str(entry["id"]), timeout=CLI_TIMEOUT)
         assert stop.returncode == 0, stop.stderr
         tunnel.proc.wait(timeout=15)
     finally:

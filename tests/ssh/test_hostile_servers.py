@@ -194,7 +194,7 @@ class Run:
 
 def run_tunnel(config: Path, option: str, stdin: bytes, echo: bool = True) -> Run:
     """`bastionctl OPTION --config CONFIG tunnel echo server-02` until it is ready (an echo
-    through it), then SIGINT; everything it wrote, as bytes."""
+    through it), then SIGTERM; everything it wrote, as bytes."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "bastionctl", option, "--config", str(config), *TUNNEL],
         stdin=subprocess.PIPE,
@@ -219,7 +219,7 @@ def run_tunnel(config: Path, option: str, stdin: bytes, echo: bool = True) -> Ru
             port = int(bytes(out).split(b"connect with: 127.0.0.1:")[1].split(b"\n")[0])
             echo_roundtrip(port)
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
     finally:
         if proc.poll() is None:
@@ -377,7 +377,7 @@ async def test_an_agent_tunnel_whose_last_error_quotes_a_hostile_server(
         assert "([/] instead of 2.0)" in row[9]
         listed = await asyncio.to_thread(run_cli, "tunnel", "list", "--json")
         assert listed.returncode == 0, listed.stderr
-        assert "([/] instead of 2.0)" in json.loads(listed.stdout)[0]["last_error"]
+        assert "([/] instead of 2.0)" in json.loads(listed.stdout)["tunnels"][0]["last_error"]
         assert fake.connections >= 1
 
 

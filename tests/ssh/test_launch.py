@@ -187,9 +187,10 @@ def reaped(tunnel: TunnelProcess, client: FakeClient) -> bool:
     return client.called() and client.pid() not in children(tunnel.proc.pid)
 
 
-def listed_up(port: int, process: str) -> dict[str, object]:
+def listed_up(port: int, process: str, attached: int | None = None) -> dict[str, object]:
     [entry] = tunnel_list_json()
     assert entry["process"] == process and entry["service"] == "rdp"
+    assert entry["attached"] == attached
     assert entry["state"] == "up" and entry["local_port"] == port
     return entry
 
@@ -217,10 +218,10 @@ def test_darwin_open_returns_at_once_and_the_tunnel_stays_up_until_ctrl_c(
         # The launcher is gone; the tunnel is not.
         assert tunnel.proc.poll() is None
         echo_roundtrip(port)
-        listed_up(port, "foreground")
+        listed_up(port, "agent", tunnel.proc.pid)
         assert listening(port)
     finally:
-        code = tunnel.stop()  # SIGINT, by its pid
+        code = tunnel.stop()  # SIGTERM, by its pid
     assert code == 0, tunnel.stderr_text
     stdout = "".join(tunnel.stdout_lines)
     assert stdout.rstrip().endswith("Tunnel closed.")
@@ -323,7 +324,7 @@ def test_win32_mstsc_exit_closes_the_foreground_tunnel(
         port = tunnel.local_port()
         assert wait_for(mstsc.called, 10)
         echo_roundtrip(port)
-        listed_up(port, "foreground")
+        listed_up(port, "agent", tunnel.proc.pid)
         mstsc.exit(3)
         tunnel.proc.wait(timeout=15)
     finally:

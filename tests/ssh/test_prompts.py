@@ -135,7 +135,7 @@ def test_tunnel_list_and_answer_from_the_command_line(
     assert shown.returncode == 0, shown.stderr
     assert "needs-input" in shown.stdout
     assert f"bastionctl tunnel answer {one.id}" in shown.stderr
-    [as_json] = json.loads(run_cli("tunnel", "list", "--json").stdout)
+    [as_json] = json.loads(run_cli("tunnel", "list", "--json").stdout)["tunnels"]
     assert as_json["state"] == "needs-input" and PROMPT in as_json["waiting_for"]
     # No terminal here: the code comes on standard input, as terminal_ask reads it.
     answered = run_cli("tunnel", "answer", str(one.id), stdin=ssh_world.totp_code("bulk") + "\n")

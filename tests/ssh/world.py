@@ -200,10 +200,12 @@ class World:
         *,
         bastion_port: int | None = None,
         known_hosts: Path | None = None,
+        persist: float | None = None,
     ) -> str:
         """A bastionctl config as `user`; `bastion_port` points it at e.g. a FaultProxy.
 
-        `known_hosts` replaces the world's (see known_hosts_via for a bastion behind a proxy).
+        `known_hosts` replaces the world's (see known_hosts_via for a bastion behind a proxy);
+        `persist`, if given, is the agent's [settings] persist.
         """
         if user not in USERS:
             raise ValueError(f"user must be one of {', '.join(USERS)}")
@@ -213,6 +215,7 @@ class World:
             f"known_hosts = [{_toml(known_hosts or self.known_hosts)}]",
             "connect_timeout = 5",
             "keepalive_interval = 1",
+            *([f"persist = {persist}"] if persist is not None else []),
             "",
             f"[bastions.{BASTION}]",
             'ipv4 = "127.0.0.1"',
@@ -248,7 +251,12 @@ class World:
         return "\n".join(lines) + "\n"
 
     def write_config(
-        self, path: Path, user: str = "bulk", *, bastion_port: int | None = None
+        self,
+        path: Path,
+        user: str = "bulk",
+        *,
+        bastion_port: int | None = None,
+        persist: float | None = None,
     ) -> Path:
         """The config at `path`; with `bastion_port` (a proxy in front of the bastion) its
         known_hosts beside it (`<stem>.known_hosts`) lists the bastion at that port too."""
@@ -257,7 +265,11 @@ class World:
             known_hosts = self.known_hosts_via(
                 bastion_port, path.with_name(f"{path.stem}.known_hosts")
             )
-        path.write_text(self.config_text(user, bastion_port=bastion_port, known_hosts=known_hosts))
+        path.write_text(
+            self.config_text(
+                user, bastion_port=bastion_port, known_hosts=known_hosts, persist=persist
+            )
+        )
         return path
 
     # --- paramiko client logins ------------------------------------------------------------

@@ -11,7 +11,7 @@ from textual.widgets import RichLog
 from bastionctl.tui.app import BastionApp, create_app
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "configs" / "example.toml"
+EXAMPLE = REPO / "bastionctl" / "templates" / "example.toml"
 FIXED_CLOCK = 1_800_000_012.0  # 12 s into a step: 18 s left
 
 

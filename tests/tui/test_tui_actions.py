@@ -77,7 +77,7 @@ async def test_bastion_hosts_entries() -> None:
         await ready(pilot, tui)
         await pilot.press("b")
         await until(pilot, lambda: report_shown(tui))
-        assert "2001:db8::3 server-03.joeplaa.com server-03" in " ".join(report_text(tui).split())
+        assert "2001:db8::3 server-03.example.com server-03" in " ".join(report_text(tui).split())
         await pilot.press("escape")
 
 

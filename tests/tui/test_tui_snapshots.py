@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from bastionctl.prompting import Origin, Question, Role
+from bastionctl.tui.otp_screen import OtpScreen
+from bastionctl.tui.quit_dialog import QuitDialog
 from bastionctl.tui.report_screen import ReportScreen
 from bastionctl.tui.totp_dialog import TotpDialog
 from tests.tui.pilot import EXAMPLE, FIXED_CLOCK, app, ready
@@ -76,3 +78,42 @@ def test_help_screen(snap_compare: Any, fixed_home: Path) -> None:
         await pilot.press("question_mark")
 
     assert snap_compare(tui, run_before=show, terminal_size=SIZE)
+
+
+# --- 80x24: whole sentences in dialogs, never cut ----------------------------------------------
+
+NARROW = (80, 24)
+
+
+def test_otp_screen_without_a_keyring_backend_at_80_columns(
+    snap_compare: Any, fixed_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import keyring.core
+    from keyring.backends import fail
+
+    # keyring's own "no backend" backend: every read fails as on a machine without one
+    # (set on keyring itself: it keeps the backend it chose first for the whole process).
+    monkeypatch.setattr(keyring.core, "_keyring_backend", fail.Keyring())
+    tui = app(fixed_home)
+
+    async def show(pilot: Any) -> None:
+        await ready(pilot, tui)
+        await pilot.press("t")
+        for _ in range(100):
+            if isinstance(tui.screen, OtpScreen) and tui.screen.query_one("#otp-problem").display:
+                break
+            await pilot.pause(0.05)
+        await pilot.pause()
+
+    assert snap_compare(tui, run_before=show, terminal_size=NARROW)
+
+
+def test_quit_dialog_at_80_columns(snap_compare: Any, fixed_home: Path) -> None:
+    tui = app(fixed_home)
+
+    async def ask(pilot: Any) -> None:
+        await ready(pilot, tui)
+        tui.push_screen(QuitDialog(2))
+        await pilot.pause()
+
+    assert snap_compare(tui, run_before=ask, terminal_size=NARROW)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "configs" / "example.toml"
+EXAMPLE = REPO / "bastionctl" / "templates" / "example.toml"
 
 
 def bastionctl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -35,7 +35,7 @@ port = 6379
 
 
 def test_example_config_reproduces_the_reference_setup() -> None:
-    config = load_config(REPO / "configs" / "example.toml")
+    config = load_config(REPO / "bastionctl" / "templates" / "example.toml")
     inventory = config.inventory
     assert sorted(inventory.bastions) == ["server-01"]
     assert sorted(inventory.hosts) == ["server-02", "server-03"]
@@ -81,12 +81,22 @@ def test_good_config_is_typed_and_defaulted(tmp_path: Path) -> None:
             r"hosts.a.bastion: unknown bastion 'nope'",
         ),
         ('[services.x]\nport = 1\nconnection = "{user}"\n', r"services.x.connection"),
+        ("[settings]\npersist = -1\n", r"c.toml:2: settings.persist: must be a number of seconds"),
+        ('[settings]\npersist = "10m"\n', r"settings.persist: must be a number of seconds, 0 or"),
+        ("[settings]\npersist = true\n", r"settings.persist: must be a number of seconds"),
         ("[hosts\n", r"invalid TOML"),
     ],
 )
 def test_bad_config_is_one_clear_error(tmp_path: Path, text: str, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected):
         parse_config(text, tmp_path / "c.toml")
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("0", 0.0), ("2", 2.0), ("90.5", 90.5)])
+def test_persist_is_seconds(tmp_path: Path, value: str, seconds: float) -> None:
+    config = parse_config(f"[settings]\npersist = {value}\n", tmp_path / "c.toml")
+    assert config.settings.persist == seconds
+    assert parse_config("", tmp_path / "c.toml").settings.persist == 600.0
 
 
 def test_config_path_resolution(

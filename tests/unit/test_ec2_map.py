@@ -235,5 +235,5 @@ def test_static_hosts_may_name_ec2_bastions_when_ec2_is_configured() -> None:
 def test_shipped_configs_load(name: str) -> None:
     from bastionctl.config import load_config
 
-    config = load_config(Path(__file__).resolve().parents[2] / "configs" / name)
+    config = load_config(Path(__file__).resolve().parents[2] / "bastionctl" / "templates" / name)
     assert config.inventory.hosts

@@ -197,7 +197,7 @@ def test_hints_name_the_address_connected_to(tmp_path: Path) -> None:
     with pytest.raises(HostKeyError) as changed:
         hosts.verify("b", ["[192.0.2.1]:2222"], key, "[192.0.2.1]:2222")
     assert f"`ssh-keygen -f {path} -R [192.0.2.1]:2222`" in str(changed.value)
-    assert f"({path}:1)" in str(changed.value)
+    assert f"({path}:1, an entry of your own)" in str(changed.value)
     with pytest.raises(HostKeyError) as aliased:
         hosts.verify("b", ["gw"], key, "[192.0.2.1]:2222")
     assert f"`ssh-keygen -f {path} -R gw`" in str(aliased.value)
@@ -205,6 +205,21 @@ def test_hints_name_the_address_connected_to(tmp_path: Path) -> None:
         KnownHosts([path]).verify("b", ["gw2"], key, "[192.0.2.1]:2222")
     hint = str(unknown.value)
     assert "ssh-keyscan -t ed25519 -p 2222 192.0.2.1 | awk '{print \"gw2\", $2, $3}'" in hint
+
+
+def test_a_changed_key_names_where_a_pinned_key_came_from(tmp_path: Path) -> None:
+    key, old = _key(), _key()
+    path = tmp_path / "known_hosts"
+    comment = "# bastionctl ec2-console 2024-05-01T12:00:00Z alias=app-02 instance=i-0abc"
+    path.write_text(f"# header\n{comment}\n{_line('[192.0.2.9]:2222', old)}\n")
+    with pytest.raises(HostKeyError) as changed:
+        KnownHosts([path]).verify("app-02", ["[192.0.2.9]:2222"], key, "[192.0.2.9]:2222")
+    message = str(changed.value)
+    assert (
+        f"({path}:3, pinned from EC2's console output of i-0abc on 2024-05-01T12:00:00Z) has "
+        f"{fingerprint(old)}, the server offered {fingerprint(key)}"
+    ) in message
+    assert "`bastionctl known-hosts sync` pins the keys EC2 attests now" in message
 
 
 def test_the_doctor_looks_keys_up_as_the_login_does(tmp_path: Path) -> None:

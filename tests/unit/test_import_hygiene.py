@@ -66,3 +66,10 @@ def test_tunnel_detach_list_and_stop_do_not_import_paramiko() -> None:
         " bastionctl.tunnels.spec, bastionctl.tunnels.protocol, bastionctl.prompting"
     )
     assert loaded_after(statement, ("paramiko", "textual", "boto3")) == ""
+
+
+def test_a_foreground_tunnel_attached_to_the_agent_does_not_import_paramiko() -> None:
+    """The command of a foreground tunnel holds it in the agent: the agent logs in, so the
+    command never loads paramiko (`--standalone` and its fallback do, late)."""
+    statement = "import bastionctl.cli, bastionctl.tunnels.attached, bastionctl.tunnels.holding"
+    assert loaded_after(statement, ("paramiko", "textual", "boto3")) == ""

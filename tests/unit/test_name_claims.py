@@ -335,8 +335,10 @@ def test_domains_in_the_config() -> None:
     assert config.inventory_settings.domains == ("example.com", "corp.example")
     one = parse_config('[inventory]\ndomains = "example.com"\n', Path("c.toml"))
     assert one.inventory_settings.domains == ("example.com",)
-    shipped = load_config(Path(__file__).resolve().parents[2] / "configs" / "ec2.toml")
-    assert shipped.inventory_settings.domains == ("joeplaa.com",)
+    shipped = load_config(
+        Path(__file__).resolve().parents[2] / "bastionctl" / "templates" / "ec2.toml"
+    )
+    assert shipped.inventory_settings.domains == ("example.com",)
 
 
 @pytest.mark.parametrize(

@@ -176,7 +176,7 @@ def test_no_keyring_backend_is_one_clear_error_and_login_falls_back_to_asking(
     from bastionctl.ssh.connect import Session
 
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
-    example = Path(__file__).resolve().parents[2] / "configs" / "example.toml"
+    example = Path(__file__).resolve().parents[2] / "bastionctl" / "templates" / "example.toml"
     result = subprocess.run(
         [sys.executable, "-m", "bastionctl", "--config", str(example), "otp", "set", "server-01"],
         input=SECRET,
@@ -197,3 +197,31 @@ def test_no_keyring_backend_is_one_clear_error_and_login_falls_back_to_asking(
     session = Session(Settings(known_hosts=()), ask=lambda p, e: "", notify=notes.append)
     assert session.totp_for(Bastion(alias="server-01", user="u", ipv6="::1")) is None
     assert "no keyring backend" in notes[0] and "asking for the code" in notes[0]
+
+
+@pytest.mark.parametrize(("view", "words"), [(None, "keyrings.alt"), ("darwin", "macOS Keychain")])
+def test_otp_status_without_a_keyring_backend_exits_1_saying_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, view: str | None, words: str
+) -> None:
+    import subprocess
+    import sys
+
+    from bastionctl.system import api
+
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    if view:
+        monkeypatch.setenv(api.VIEW_SETTING, view)
+    example = Path(__file__).resolve().parents[2] / "bastionctl" / "templates" / "example.toml"
+    for extra in ([], ["--json"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "bastionctl", "--config", str(example), "otp", "status", *extra],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 1, result
+        [line] = result.stderr.splitlines()
+        assert line.startswith("bastionctl: error: cannot read the TOTP secret: no keyring backend")
+        assert words in line
+        if not view:
+            assert "gnome-keyring" in line and "plain text" in line

@@ -26,10 +26,15 @@ from bastionctl.tunnels.protocol import (
     VERSION,
     Answer,
     AnswerTunnel,
+    AttachTunnel,
     Failed,
     Listed,
     ListTunnels,
+    LoggedOut,
+    LoginInfo,
+    Logout,
     Message,
+    News,
     Notice,
     Opened,
     OpenTunnel,
@@ -63,6 +68,7 @@ FULL_INFO = TunnelInfo(
     last_error_at=1_700_000_100.5,
     errors=2,
     waiting_for="the login to server-01: Verification code: ",
+    attached=31337,
 )
 # The optional fields left at None (and a raw-port tunnel: no service).
 BARE_INFO = TunnelInfo(
@@ -99,6 +105,14 @@ EXAMPLES: list[Message] = [
     OpenTunnel(TunnelRequest("server-02", "echo")),
     OpenTunnel(FULL_REQUEST),
     AnswerTunnel(TunnelId(1234, 5)),
+    AttachTunnel(FULL_REQUEST, 31337),
+    Logout(),
+    Logout("server-01"),
+    News(TunnelState.RECONNECTING, "the path to server-02 was lost"),
+    News(TunnelState.UP, "client connection closed: refused", failure=True),
+    Listed(4242, "agent", (), (LoginInfo("server-01", 2), LoginInfo("server-09", 0, 1.7e9))),
+    LoggedOut(("server-01",), ("server-09",)),
+    LoggedOut(()),
     Prompt("Verification code: ", False),
     Prompt("Passphrase for id_ed25519: ", True),
     Answer("123456"),
@@ -400,8 +414,10 @@ def test_public_has_exactly_the_documented_keys() -> None:
         "last_error_at",
         "errors",
         "waiting_for",
+        "attached",
     }
     assert public["id"] == "4242.7" and public["pid"] == 4242
+    assert public["attached"] == 31337
     assert public["state"] == "reconnecting"
     assert public["local"] == "[::1]:53389" and public["remote"] == "localhost:3389"
     assert public["uptime"] == 12.3
@@ -409,6 +425,19 @@ def test_public_has_exactly_the_documented_keys() -> None:
     json.dumps(public)  # all of it is JSON
     bare = BARE_INFO.public()
     assert bare["service"] is None and bare["waiting_for"] is None and bare["errors"] == 0
+    assert bare["attached"] is None
+
+
+def test_a_login_says_when_it_closes() -> None:
+    idle = LoginInfo("server-01", 0, 1_700_000_600.0).public(now=1_700_000_000.04)
+    assert idle == {
+        "bastion": "server-01",
+        "tunnels": 0,
+        "closes_at": 1_700_000_600.0,
+        "closes_in": 600.0,
+    }
+    used = LoginInfo("server-01", 3).public()
+    assert used["closes_at"] is None and used["closes_in"] is None and used["tunnels"] == 3
 
 
 BASTION = Bastion(alias="server-01", user="bulk", ipv4="127.0.0.1")

@@ -18,7 +18,7 @@ from bastionctl.render import hosts
 from bastionctl.render.ssh_config import Flavour, SshOptions, render
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = load_config(REPO / "configs" / "example.toml")
+EXAMPLE = load_config(REPO / "bastionctl" / "templates" / "example.toml")
 
 
 def ssh_g(config_text: str, alias: str, tmp_path: Path) -> dict[str, str]:
@@ -132,8 +132,8 @@ def test_property_sample_is_accepted_by_ssh(tmp_path: Path) -> None:
 def test_hosts_formats_and_external_checkers(tmp_path: Path) -> None:
     inventory = EXAMPLE.inventory
     assert hosts.hosts_file(inventory).splitlines()[1:] == [
-        f"{'2001:db8::2':<39} server-02.joeplaa.com server-02",
-        f"{'2001:db8::3':<39} server-03.joeplaa.com server-03",
+        f"{'2001:db8::2':<39} server-02.example.com server-02",
+        f"{'2001:db8::3':<39} server-03.example.com server-03",
     ]
     conf = tmp_path / "dnsmasq.conf"
     conf.write_text(hosts.dnsmasq(inventory))
@@ -142,14 +142,14 @@ def test_hosts_formats_and_external_checkers(tmp_path: Path) -> None:
         [dnsmasq, "--test", f"--conf-file={conf}"], capture_output=True, text=True
     )
     assert checked.returncode == 0, checked.stderr
-    assert "host-record=server-02.joeplaa.com,server-02,2001:db8::2" in conf.read_text()
-    text = hosts.zone(inventory, "joeplaa.com", serial=1)
-    zone = dns.zone.from_text(text, origin="joeplaa.com.", relativize=False)
+    assert "host-record=server-02.example.com,server-02,2001:db8::2" in conf.read_text()
+    text = hosts.zone(inventory, "example.com", serial=1)
+    zone = dns.zone.from_text(text, origin="example.com.", relativize=False)
     aaaa: dict[str, list[str]] = {}
     for name, _ttl, rdata in zone.iterate_rdatas("AAAA"):
         aaaa.setdefault(str(name), []).append(rdata.address)
-    assert aaaa["server-02.joeplaa.com."] == ["2001:db8::2"]
-    assert aaaa["server-03.joeplaa.com."] == ["2001:db8::3"]
+    assert aaaa["server-02.example.com."] == ["2001:db8::2"]
+    assert aaaa["server-03.example.com."] == ["2001:db8::3"]
 
 
 CONTROL = ("ControlMaster", "ControlPath", "ControlPersist")

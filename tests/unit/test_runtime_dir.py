@@ -144,3 +144,28 @@ def test_the_unix_socket_is_0600_from_the_start(isolated_dirs: Path) -> None:
     finally:
         sock.close()
         channel.unpublish(path)
+
+
+@pytest.mark.root
+def test_tunnel_list_on_a_runtime_directory_it_may_not_use_is_one_line(
+    isolated_dirs: Path,
+) -> None:
+    """tunnels/ is mode 0000 and immutable (chattr +i): nobody, not even root, may chmod it."""
+    tunnels = Path(os.environ["XDG_RUNTIME_DIR"]) / paths.APP / "tunnels"
+    tunnels.mkdir(parents=True)
+    tunnels.chmod(0)
+    if subprocess.run(["chattr", "+i", str(tunnels)], capture_output=True).returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail("needs root and a file system with chattr +i under CI")
+        pytest.skip("cannot make a directory immutable here (root and chattr +i)")
+    try:
+        result = run_cli("tunnel", "list")
+    finally:
+        subprocess.run(["chattr", "-i", str(tunnels)], check=True)
+        tunnels.chmod(0o700)
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line == (
+        f"bastionctl: error: the directory {tunnels} is mode 0000 and cannot be made 0700: "
+        "Operation not permitted; fix its mode (is it immutable, or on a read-only file system?)"
+    )

@@ -115,7 +115,7 @@ def test_cli_write_check_diff(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     (tmp_path / ".ssh").mkdir(mode=0o700)
     (tmp_path / ".ssh" / "config").write_bytes(EXISTING.encode())
     # ssh puts control sockets under the passwd home, not $HOME: keep them in tmp_path.
-    example = (repo / "configs" / "example.toml").read_text()
+    example = (repo / "bastionctl" / "templates" / "example.toml").read_text()
     config = tmp_path / "example.toml"
     config.write_text(
         example.replace("[settings]\n", f'[settings]\ncontrol_path = "{tmp_path}/cm/%C"\n', 1)
@@ -149,7 +149,9 @@ def test_doctor_tells_fresh_from_stale_export(
     from bastionctl.render.ssh_config import render_config
 
     monkeypatch.setenv("HOME", str(tmp_path))
-    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "example.toml")
+    config = load_config(
+        Path(__file__).resolve().parents[2] / "bastionctl" / "templates" / "example.toml"
+    )
     assert ssh_config_check(config).status is Status.SKIP
     installed = tmp_path / ".ssh" / "config.d" / "bastionctl.conf"
     installed.parent.mkdir(parents=True)
@@ -172,7 +174,7 @@ def _cli(
     repo = Path(__file__).resolve().parents[2]
     config = tmp_path / "example.toml"
     if not config.exists():
-        example = (repo / "configs" / "example.toml").read_text()
+        example = (repo / "bastionctl" / "templates" / "example.toml").read_text()
         config.write_text(
             example.replace("[settings]\n", f'[settings]\ncontrol_path = "{tmp_path}/cm/%C"\n', 1)
         )
