@@ -23,7 +23,7 @@ from bastionctl.model import TunnelSpec
 from bastionctl.prompting import Question
 from bastionctl.tunnels import control
 from bastionctl.tunnels.agent import ensure_agent
-from bastionctl.tunnels.holding import Interrupted, Signals, hold, listen_addresses
+from bastionctl.tunnels.holding import Interrupted, Signals, ended, hold, listen_addresses
 from bastionctl.tunnels.launch import Line
 from bastionctl.tunnels.protocol import (
     Answer,
@@ -97,18 +97,11 @@ def run_attached(
                 )
                 if status is not None:
                     return status
-                if attached.end is TunnelState.FAILED:
-                    raise ConnectError(f"tunnel {spec.label} failed: {attached.reason}")
-                if attached.end is TunnelState.CLOSED:
-                    out("Tunnel stopped by `bastionctl tunnel stop`.")
-                    return 0
-                if attached.lost:
+                if attached.lost and attached.end not in (TunnelState.FAILED, TunnelState.CLOSED):
                     raise ConnectError(
                         f"lost the bastionctl agent; tunnel {spec.label} closed with it"
                     )
-                if not signals.hung_up:
-                    out("Tunnel closed.")
-                return signals.status
+                return ended(spec, attached.end, attached.reason, signals, out)
             finally:
                 signals.ended.set()  # a signal from now on changes nothing
                 signals.logging_in = False

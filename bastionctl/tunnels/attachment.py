@@ -12,11 +12,17 @@ import logging
 import queue
 import threading
 
-from bastionctl import sanitise
-from bastionctl.errors import BastionctlError, LoginCancelled, NeedsInput
-from bastionctl.prompting import origin_of
+from bastionctl.errors import BastionctlError, NeedsInput
 from bastionctl.tunnels.control import Connection
-from bastionctl.tunnels.protocol import Answer, Message, News, Notice, Prompt, TunnelEvent
+from bastionctl.tunnels.protocol import (
+    Answer,
+    Message,
+    News,
+    Notice,
+    TunnelEvent,
+    answer_text,
+    prompt_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +52,12 @@ class Attachment:
             return True
 
     def ask(self, prompt: str, echo: bool) -> str:
-        origin = origin_of(prompt)
-        prompt = sanitise.prompt(prompt)  # sanitised before it leaves, and again where shown
+        question = prompt_for(prompt, echo)
         with self._asking:
             while not self._answers.empty():
                 self._answers.get_nowait()  # an answer nobody asked for
-            if not self.send(Prompt(prompt, echo, origin.clean() if origin else None)):
-                raise NeedsInput(prompt)
+            if not self.send(question):
+                raise NeedsInput(question.text)
             reply: Message | None
             if self._relayed:
                 reply = self._answers.get()
@@ -63,10 +68,7 @@ class Attachment:
                     reply = None
             if not isinstance(reply, Answer):
                 self._gone.set()
-                raise NeedsInput(prompt)
-            if reply.text is None:
-                raise LoginCancelled(f"the answer to {prompt!r} was declined")
-            return reply.text
+            return answer_text(reply, question)
 
     def notify(self, text: str) -> None:
         log.info("%s", text)

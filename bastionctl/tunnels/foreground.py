@@ -13,13 +13,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bastionctl.config import Settings
-from bastionctl.errors import ConnectError
 from bastionctl.model import TunnelSpec
 from bastionctl.otp import SecretStore, UsedSteps
 from bastionctl.ssh.connect import Session
 from bastionctl.system.cpu import CpuKeeper
 from bastionctl.tunnels import control
-from bastionctl.tunnels.holding import Interrupted, Signals, hold
+from bastionctl.tunnels.holding import Interrupted, Signals, ended, hold
 from bastionctl.tunnels.launch import Line
 from bastionctl.tunnels.manager import TunnelManager
 from bastionctl.tunnels.protocol import TunnelEvent, TunnelState
@@ -94,14 +93,7 @@ def run_foreground(
                 )
                 if status is not None:
                     return status
-                if active.state is TunnelState.FAILED:
-                    raise ConnectError(f"tunnel {spec.label} failed: {active.last_error}")
-                if active.state is TunnelState.CLOSED:
-                    out("Tunnel stopped by `bastionctl tunnel stop`.")
-                    return 0
-                if not signals.hung_up:
-                    out("Tunnel closed.")
-                return signals.status
+                return ended(spec, active.state, active.last_error, signals, out)
             finally:
                 signals.ended.set()  # a signal from now on changes nothing
                 signals.logging_in = False

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from bastionctl.errors import ExitStatus
+from bastionctl.errors import ConnectError, ExitStatus
 from bastionctl.model import TunnelSpec, hostport
 from bastionctl.system.terminal import hangup_signal
 from bastionctl.tunnels.launch import (
@@ -22,6 +22,7 @@ from bastionctl.tunnels.launch import (
     write_requested_rdp_file,
     wsl_note,
 )
+from bastionctl.tunnels.protocol import TunnelState
 
 STAYS_UP = "the tunnel stays up until Ctrl-C"
 
@@ -125,3 +126,18 @@ def hold(
             return status
         wait()
     return None
+
+
+def ended(
+    spec: TunnelSpec, state: TunnelState | None, reason: str | None, signals: Signals, out: Line
+) -> int:
+    """After hold() returned no client's status: say how the tunnel ended, its exit status.
+    A failed tunnel raises ConnectError (main() says it, once)."""
+    if state is TunnelState.FAILED:
+        raise ConnectError(f"tunnel {spec.label} failed: {reason}")
+    if state is TunnelState.CLOSED:
+        out("Tunnel stopped by `bastionctl tunnel stop`.")
+        return 0
+    if not signals.hung_up:
+        out("Tunnel closed.")
+    return signals.status

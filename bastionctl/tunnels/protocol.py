@@ -24,10 +24,10 @@ import types
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from bastionctl import errors
+from bastionctl import errors, sanitise
 from bastionctl.errors import BastionctlError, ProtocolError, UsageError
 from bastionctl.model import TunnelSpec, hostport, is_loopback
-from bastionctl.prompting import Origin
+from bastionctl.prompting import Origin, origin_of
 
 VERSION = 1
 # A tunnel list of thousands of tunnels still fits; a runaway peer does not fill memory.
@@ -281,6 +281,23 @@ class Answer(Message):
 
     TYPE: ClassVar[str] = "answer"
     text: str | None
+
+
+def prompt_for(prompt: str, echo: bool) -> Prompt:
+    """The Prompt a login's question crosses the control channel as: sanitised before it
+    leaves (and again where shown), with the asking server when a Question says which."""
+    origin = origin_of(prompt)
+    return Prompt(sanitise.prompt(prompt), echo, origin.clean() if origin else None)
+
+
+def answer_text(reply: Message | None, prompt: Prompt) -> str:
+    """The answer `reply` carries. NeedsInput when it is none (the front end left, or said
+    something else); LoginCancelled when the person declined."""
+    if not isinstance(reply, Answer):
+        raise errors.NeedsInput(prompt.text)
+    if reply.text is None:
+        raise errors.LoginCancelled(f"the answer to {prompt.text!r} was declined")
+    return reply.text
 
 
 @dataclass(frozen=True)

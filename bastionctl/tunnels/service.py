@@ -17,12 +17,10 @@ import threading
 import time
 from pathlib import Path
 
-from bastionctl import sanitise
 from bastionctl.config import Settings
-from bastionctl.errors import BastionctlError, LoginCancelled, NeedsInput, UsageError
+from bastionctl.errors import BastionctlError, NeedsInput, UsageError
 from bastionctl.model import TunnelSpec
 from bastionctl.otp import SecretStore, UsedSteps
-from bastionctl.prompting import origin_of
 from bastionctl.ssh.connect import Session
 from bastionctl.tunnels.attachment import Attachment
 from bastionctl.tunnels.control import Connection
@@ -35,10 +33,10 @@ from bastionctl.tunnels.protocol import (
     LoggedOut,
     LoginInfo,
     Logout,
+    Message,
     Notice,
     Opened,
     OpenTunnel,
-    Prompt,
     Reply,
     Request,
     Stopped,
@@ -46,6 +44,8 @@ from bastionctl.tunnels.protocol import (
     TunnelId,
     TunnelInfo,
     TunnelRequest,
+    answer_text,
+    prompt_for,
 )
 
 log = logging.getLogger(__name__)
@@ -61,22 +61,19 @@ class FrontEnd:
         self._gone = False
 
     def ask(self, prompt: str, echo: bool) -> str:
-        origin = origin_of(prompt)
-        prompt = sanitise.prompt(prompt)  # sanitised before it leaves, and again where shown
+        question = prompt_for(prompt, echo)
         with self._lock:
             if self._gone:
-                raise NeedsInput(prompt)
+                raise NeedsInput(question.text)
+            reply: Message | None
             try:
-                self._conn.send(Prompt(prompt, echo, origin.clean() if origin else None))
+                self._conn.send(question)
                 reply = self._conn.receive()
             except (OSError, BastionctlError):
                 reply = None
             if not isinstance(reply, Answer):
                 self._gone = True
-                raise NeedsInput(prompt)
-            if reply.text is None:
-                raise LoginCancelled(f"the answer to {prompt!r} was declined")
-            return reply.text
+            return answer_text(reply, question)
 
     def notify(self, text: str) -> None:
         log.info("%s", text)
