@@ -21,14 +21,28 @@ from tests.ssh.world import BASTION, World
 NAME = f"loopback.{ZONE}"  # AAAA ::1, A 127.0.0.1 in the unbound zone
 
 
+def dual_stack_pair(tries: int = 20) -> tuple[socket.socket, socket.socket]:
+    """Sockets bound to one port on 127.0.0.1 and ::1. The port the kernel picks for IPv4 may
+    be taken on ::1 (another test's connection): then another port."""
+    for _ in range(tries):
+        v4 = socket.socket(socket.AF_INET)
+        v4.bind(("127.0.0.1", 0))
+        v6 = socket.socket(socket.AF_INET6)
+        try:
+            v6.bind(("::1", v4.getsockname()[1]))
+        except OSError:
+            v4.close()
+            v6.close()
+            continue
+        return v4, v6
+    raise RuntimeError(f"no port free on both 127.0.0.1 and ::1 in {tries} tries")
+
+
 @pytest.fixture
 def dual_stack_sshd() -> Iterator[int]:
     """A port on both ::1 and 127.0.0.1 that greets every connection with an SSH banner."""
-    v4 = socket.socket(socket.AF_INET)
-    v4.bind(("127.0.0.1", 0))
+    v4, v6 = dual_stack_pair()
     port = int(v4.getsockname()[1])
-    v6 = socket.socket(socket.AF_INET6)
-    v6.bind(("::1", port))
     stop = threading.Event()
 
     def serve(listener: socket.socket) -> None:
