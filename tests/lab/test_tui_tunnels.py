@@ -156,7 +156,10 @@ async def test_totp_dialog_logs_in_with_a_typed_code_and_esc_cancels(
         await ready(pilot, tui)
         await select(pilot, tui, "server-04")
         await pilot.press("r")
-        await until(pilot, lambda: isinstance(tui.screen, TotpDialog))
+        await until(
+            pilot,
+            lambda: isinstance(tui.screen, TotpDialog) and bool(tui.screen.query("#totp-input")),
+        )
         assert "Verification code" in tui.screen.prompt_text  # type: ignore[attr-defined]
         await pilot.press("escape")
         await until(pilot, lambda: any("cancelled" in n.message for n in tui._notifications))
@@ -168,7 +171,10 @@ async def test_totp_dialog_logs_in_with_a_typed_code_and_esc_cancels(
         assert not isinstance(tui.screen, TotpDialog), "a cancelled login is not retried"
 
         await pilot.press("r")
-        await until(pilot, lambda: isinstance(tui.screen, TotpDialog))
+        await until(
+            pilot,
+            lambda: isinstance(tui.screen, TotpDialog) and bool(tui.screen.query("#totp-input")),
+        )
         code = pyotp.TOTP(lab.read_secret(bulk=True)).now()
         await pilot.press(*code, "enter")
         await until(pilot, lambda: up(tui))

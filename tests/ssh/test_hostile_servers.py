@@ -284,8 +284,13 @@ def test_a_server_that_is_no_ssh_server_reaches_no_terminal_raw(
 # --- the TUI ---------------------------------------------------------------------------------
 
 
+def dialog_shown(tui: BastionApp) -> bool:
+    """A TotpDialog on top, with its widgets composed (pushing it comes first)."""
+    return isinstance(tui.screen, TotpDialog) and bool(tui.screen.query("#totp-input"))
+
+
 async def answer_dialog(pilot: object, tui: BastionApp, title: str, code: str) -> TotpDialog:
-    await until(pilot, lambda: isinstance(tui.screen, TotpDialog), 20)
+    await until(pilot, lambda: dialog_shown(tui), 20)
     dialog = tui.screen
     assert isinstance(dialog, TotpDialog)
     assert str(dialog.query_one(".dialog-title", Label).render()) == title
@@ -314,7 +319,7 @@ async def test_the_tui_shows_hostile_text_as_plain_text_and_says_which_host_asks
     async with tui.run_test(size=(130, 40)) as pilot:
         await ready(pilot, tui)
         tui.open_tunnel("server-02", "echo")
-        await until(pilot, lambda: isinstance(tui.screen, TotpDialog), 20)
+        await until(pilot, lambda: dialog_shown(tui), 20)
         bastion_dialog = tui.screen
         assert isinstance(bastion_dialog, TotpDialog)
         prompt = bastion_dialog.query_one("#totp-prompt", Label)

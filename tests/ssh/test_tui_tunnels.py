@@ -42,7 +42,10 @@ async def test_the_tui_answers_a_detached_tunnel_that_waits(
         assert row[4] == "needs-input" and PROMPT in row[9]
         panel.focus()
         await pilot.press("a")
-        await until(pilot, lambda: isinstance(tui.screen, TotpDialog))
+        await until(
+            pilot,
+            lambda: isinstance(tui.screen, TotpDialog) and bool(tui.screen.query("#totp-input")),
+        )
         # The agent relays who asks: the dialog names the bastion, then shows its prompt.
         assert tui.screen.title_text == "server-01 (bastion) asks:"  # type: ignore[attr-defined]
         assert tui.screen.prompt_text == "Verification code:"  # type: ignore[attr-defined]
