@@ -5,6 +5,7 @@ line. The TUI asks in a dialog."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -64,8 +65,15 @@ class Tmux:
         self.socket = str(tmp_path / "tmux.sock")
 
     def tmux(self, *args: str) -> str:
+        # tmux runs the command with $SHELL, else the passwd shell: CI has no $SHELL and runs
+        # these tests as `nobody`, whose shell is nologin (the server exits at once). Bash, as
+        # dash does not, goes on after a child that handled Ctrl-C, so EXIT= can be read.
         done = subprocess.run(
-            ["tmux", "-S", self.socket, *args], capture_output=True, text=True, timeout=20
+            ["tmux", "-S", self.socket, *args],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env={**os.environ, "SHELL": "/bin/bash"},
         )
         assert done.returncode == 0, done.stderr
         return done.stdout
