@@ -358,10 +358,12 @@ def deep_checks(
     session: Any,
     resolver: Resolver | None = None,
     view: Dns64View | None = None,
+    rdp_port: int | None = None,
 ) -> list[Check]:
     """Log in to the bastion, then ask it for a channel to each host's SSH port: at its
     address, or for a host known by name only, at each family's address the name resolves
-    to here (else at the name, which the bastion resolves)."""
+    to here (else at the name, which the bastion resolves). An RDP host whose certificate
+    thumbprint EC2 attests is logged in to, and its RDP server's certificate compared."""
     from bastionctl.ssh import datapath
     from bastionctl.ssh.connect import connect_bastion
     from bastionctl.ssh.forward import ChannelRefused, ChannelTimeout, open_direct
@@ -410,9 +412,63 @@ def deep_checks(
             finally:
                 channel.close()
             checks.append(Check(host.alias, check, Status.OK, f"sshd answers: {banner[:60]}"))
+        if rdp_port is not None:
+            for rdp_host in hosts:
+                if offers_rdp(rdp_host) and rdp_host.origin is not None:
+                    checks.append(
+                        rdp_certificate_check(transport, bastion, rdp_host, session, rdp_port)
+                    )
     finally:
         transport.close()
     return checks
+
+
+def offers_rdp(host: Host) -> bool:
+    return host.platform == "windows" or "rdp" in host.services
+
+
+def rdp_certificate_check(
+    transport: Any, bastion: Bastion, host: Host, session: Any, rdp_port: int
+) -> Check:
+    """The certificate `host`'s RDP server (an EC2 instance) shows through the host's sshd, as
+    a tunnel goes, against the thumbprint EC2 attests; hosts without one are not logged in to."""
+    from bastionctl.rdp.attested import for_endpoint
+    from bastionctl.rdp.check import check
+    from bastionctl.ssh import datapath
+    from bastionctl.ssh.connect import connect_through
+    from bastionctl.ssh.forward import open_direct
+
+    name = "RDP certificate"
+    attested = for_endpoint(host)
+    if attested is None:
+        return Check(
+            host.alias,
+            name,
+            Status.SKIP,
+            "EC2 attests no thumbprint for it",
+            "bastionctl known-hosts sync (reads a Windows instance's thumbprint)",
+        )
+    timeout = session.settings.connect_timeout
+    try:
+        inner = connect_through(transport, bastion, host, session)
+        try:
+            channel = open_direct(
+                inner,
+                datapath.PLAIN,
+                host.alias,
+                ("localhost", rdp_port),
+                ("127.0.0.1", 0),
+                timeout,
+            )
+            try:
+                line = check(host, channel, attested)
+            finally:
+                channel.close()
+        finally:
+            inner.close()
+    except BastionctlError as exc:
+        return Check(host.alias, name, Status.FAIL, exc.message, exc.hint or "")
+    return Check(host.alias, name, Status.OK, line.removeprefix("RDP certificate: "))
 
 
 def _channel_targets(
@@ -654,7 +710,12 @@ def run(
         session = session_factory()
         for bastion in bastions:
             checks += deep_checks(
-                bastion, [h for h in hosts if h.bastion == bastion.alias], session, resolver, view
+                bastion,
+                [h for h in hosts if h.bastion == bastion.alias],
+                session,
+                resolver,
+                view,
+                rdp.remote_port if (rdp := config.services.get("rdp")) else None,
             )
     else:
         checks += [

@@ -19,6 +19,7 @@ from bastionctl.config import Config
 from bastionctl.inventory import console_fetch, console_keys
 from bastionctl.inventory.load import STATIC, implicit_sources
 from bastionctl.model import Endpoint, Host
+from bastionctl.rdp import attested
 from bastionctl.ssh import pinned
 from bastionctl.ssh.hostkeys import KnownHosts, fingerprint, host_key_names
 
@@ -42,6 +43,9 @@ class SyncReport:
     outcomes: list[Outcome] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     changed: bool = False
+    # RDP certificate thumbprints EC2 attests (Windows instances), and where they are kept.
+    rdp_path: Path | None = None
+    rdp_recorded: int = 0
 
     def count(self, status: Status) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -73,6 +77,7 @@ def sync(
     progress: Callable[[str], None] | None = None,
     clock: Callable[[], float] = time.time,
     path: Path | None = None,
+    rdp_path: Path | None = None,
 ) -> SyncReport:
     path = path or paths.managed_known_hosts()
     report = SyncReport(path)
@@ -136,7 +141,47 @@ def sync(
         ):
             pinned.write(pins, path)
             report.changed = True
+    _record_thumbprints(report, endpoints, fetched, pinned.now_utc(clock()), rdp_path)
     return report
+
+
+def _record_thumbprints(
+    report: SyncReport,
+    endpoints: dict[str, Endpoint],
+    fetched: list[console_fetch.Fetched],
+    at: str,
+    path: Path | None,
+) -> None:
+    """Keep the RDP certificate thumbprint each console output printed (whatever became of
+    its SSH key block): `tunnel rdp` and `doctor --deep` compare the server's with it."""
+    outcomes = {o.alias: o for o in report.outcomes}
+    new: list[attested.Attested] = []
+    for result in fetched:
+        outcome = outcomes[result.target.alias]
+        if outcome.rdp_thumbprint is None:
+            continue
+        entry = attested.Attested(
+            result.target.instance_id,
+            endpoints[result.target.alias].alias,
+            outcome.rdp_thumbprint,
+            at,
+            result.target.source.name,
+            result.target.region,
+        )
+        if not attested.valid(entry):  # an id or name no EC2 gives: kept nowhere, said here
+            outcome.message += "; its RDP certificate thumbprint is not recorded (unusual id)"
+            continue
+        new.append(entry)
+        outcome.message += f"; RDP certificate thumbprint {outcome.rdp_thumbprint} recorded"
+    if not new:
+        return
+    report.rdp_path = path or attested.default_path()
+    report.rdp_recorded = len(new)
+    for old, entry in attested.record(new, report.rdp_path):
+        report.warnings.append(
+            f"{entry.alias}: EC2 now attests the RDP certificate thumbprint {entry.thumbprint} "
+            f"for {entry.instance_id}, not {old.thumbprint} (read {old.at})"
+        )
 
 
 def _outcome(endpoint: Endpoint, result: console_fetch.Fetched) -> Outcome:

@@ -48,6 +48,9 @@ def sync(app: App, sources: tuple[str, ...]) -> None:
         f"{counts['pinned']} pinned, {counts['no-block']} without a key block, "
         f"{counts['refused']} refused, {counts['failed']} failed: {written}"
     )
+    if report.rdp_path is not None:
+        count = report.rdp_recorded
+        click.echo(f"{count} RDP certificate thumbprint{'s' * (count != 1)}: {report.rdp_path}")
     if counts["refused"] or counts["failed"]:
         raise click.exceptions.Exit(ExitStatus.FAILURE)
 
@@ -88,7 +91,36 @@ def _rows(app: App) -> list[dict[str, Any]]:
     for index, pin in enumerate(pins):
         if index not in claimed:
             rows.append(_row(None, pin.name, pin.key_type, pin.sha256, pin))
+    rows += _rdp_rows(app)
     rows.sort(key=lambda r: (r["alias"] or "~", r["address"], r["key_type"]))
+    return rows
+
+
+def _rdp_rows(app: App) -> list[dict[str, Any]]:
+    """The RDP certificate thumbprints EC2 attests, under the instance's alias and address."""
+    from bastionctl.rdp import attested
+    from bastionctl.ssh.hostkeys import host_key_names
+
+    inventory = app.config.inventory
+    by_instance = {
+        e.origin.instance_id: e
+        for e in [*inventory.bastions.values(), *inventory.hosts.values()]
+        if e.origin is not None
+    }
+    rows = []
+    for entry in attested.read():
+        endpoint = by_instance.get(entry.instance_id)
+        rows.append(
+            {
+                "alias": endpoint.alias if endpoint else None,
+                "address": host_key_names(endpoint)[0] if endpoint else entry.alias,
+                "key_type": "rdp-certificate",
+                "fingerprint": f"SHA1:{entry.thumbprint}",
+                "origin": "ec2-console",
+                "pinned_at": entry.at,
+                "instance_id": entry.instance_id,
+            }
+        )
     return rows
 
 
@@ -126,7 +158,9 @@ def list_(app: App, as_json: bool) -> None:
 @click.argument("host")
 @click.pass_obj
 def forget(app: App, host: str) -> None:
-    """Drop the keys bastionctl pinned for HOST (an alias, or the name they are listed under)."""
+    """Drop the keys bastionctl pinned for HOST (an alias, or the name they are listed under),
+    and the RDP certificate thumbprint recorded for its instance."""
+    from bastionctl.rdp import attested
     from bastionctl.ssh import pinned
     from bastionctl.ssh.hostkeys import host_key_names
 
@@ -137,13 +171,16 @@ def forget(app: App, host: str) -> None:
     with pinned.locked() as managed:
         pins = pinned.read(managed)
         kept = [p for p in pins if p.name.lower() not in lowered]
-        if len(kept) == len(pins):
-            raise UsageError(
-                f"no key is pinned for {host} ({', '.join(names)}) in {managed}",
-                "`bastionctl known-hosts list` shows what is pinned and where",
-            )
-        pinned.write(kept, managed)
+        if len(kept) != len(pins):
+            pinned.write(kept, managed)
+    certificates = attested.forget(endpoint, host)
     dropped = len(pins) - len(kept)
-    click.echo(
-        f"Forgot {dropped} key{'s' * (dropped != 1)} pinned for {host} ({', '.join(names)})."
-    )
+    if not dropped and not certificates:
+        raise UsageError(
+            f"no key is pinned for {host} ({', '.join(names)}) in {managed}",
+            "`bastionctl known-hosts list` shows what is pinned and where",
+        )
+    said = [f"{dropped} key{'s' * (dropped != 1)}"] if dropped else []
+    if certificates:
+        said.append("its RDP certificate thumbprint")
+    click.echo(f"Forgot {' and '.join(said)} pinned for {host} ({', '.join(names)}).")

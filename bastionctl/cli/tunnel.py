@@ -12,7 +12,7 @@ import click
 
 from bastionctl import sanitise
 from bastionctl.cli.app import App, cli, err
-from bastionctl.errors import UsageError
+from bastionctl.errors import BastionctlError, UsageError
 from bastionctl.model import is_loopback
 
 if TYPE_CHECKING:
@@ -339,12 +339,20 @@ def run_tunnel(
 
     if detach:
         from bastionctl.tunnels import launch as launching
-        from bastionctl.tunnels.client import open_detached
+        from bastionctl.tunnels.client import open_detached, stop_tunnels
+        from bastionctl.tunnels.holding import check_rdp_certificate
 
         info = open_detached(request, ask=terminal_ask, notify=notify)
+        try:
+            checked = check_rdp_certificate(spec, info.local_port, err)
+        except BastionctlError:
+            stop_tunnels(info.id)  # the certificate is not EC2's: nobody should connect
+            raise
         click.echo(f"Tunnel {info.id} open in the background: {spec.label}")
         click.echo(f"  listening on {info.local}")
         click.echo(f"  connect with: {info.connection}")
+        if checked is not None:
+            click.echo(f"  {checked}")
         note = launching.wsl_note(spec.bind, info.local_port)
         if note is not None:
             click.echo(f"  {note}")

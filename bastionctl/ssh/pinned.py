@@ -22,13 +22,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import filelock
-
 from bastionctl import paths
 from bastionctl.atomic import write_atomic
 from bastionctl.errors import ConfigError
 from bastionctl.model import Endpoint
-from bastionctl.system.locks import file_lock
+from bastionctl.system.locks import holding
 
 EC2_CONSOLE = "ec2-console"
 ACCEPTED = "accepted"
@@ -136,20 +134,9 @@ def locked(path: Path | None = None, timeout: float = 30.0) -> Iterator[Path]:
     and a key accepted at first contact (the agent, the TUI and a CLI may do it at once)."""
     path = path or paths.managed_known_hosts()
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = file_lock(path.with_name(path.name + ".lock"))
-    try:
-        lock.acquire(timeout=timeout)
-    except filelock.Timeout:
-        raise ConfigError(
-            f"{path} stays locked by another bastionctl process",
-            "try again once its `known-hosts sync` is done",
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot lock {path}: {exc.strerror}") from None
-    try:
+    hint = "try again once its `known-hosts sync` is done"
+    with holding(path.with_name(path.name + ".lock"), path, timeout, hint):
         yield path
-    finally:
-        lock.release()
 
 
 def add(new: Pin, path: Path | None = None) -> Path:

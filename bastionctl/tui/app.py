@@ -405,8 +405,20 @@ class BastionApp(App[None]):
         except BastionctlError as exc:
             self.call_from_thread(self.say, str(exc), "error")
             return
+        from bastionctl.tunnels.holding import check_rdp_certificate
+
+        def warn(line: str) -> None:
+            self.call_from_thread(self.say, line.removeprefix("bastionctl: "), "warning")
+
+        try:
+            checked = check_rdp_certificate(spec, tunnel.local_port, warn)
+        except BastionctlError as exc:  # not the certificate EC2 attests: nobody connects
+            self.manager.close(tunnel.id)
+            self.call_from_thread(self.say, str(exc), "error")
+            return
         connection = spec.connection_string(tunnel.local_port)
-        self.call_from_thread(self.say, f"{spec.label} is up: {connection}")
+        said = f"; {checked}" if checked is not None else ""
+        self.call_from_thread(self.say, f"{spec.label} is up: {connection}{said}")
 
     def tunnel_event_from_thread(self, event: TunnelEvent) -> None:
         self.post_message(TunnelChanged(event))

@@ -75,6 +75,25 @@ class Signals:
         return 128 + self.signum if self.hung_up and self.signum else ExitStatus.OK
 
 
+def check_rdp_certificate(spec: TunnelSpec, port: int, err: Line) -> str | None:
+    """For an RDP tunnel to an instance whose certificate thumbprint EC2 attests: compare it
+    with the certificate seen through the tunnel. The line for the banner when it matches;
+    a warning said (None) when no certificate could be seen; CertificateMismatch (the tunnel
+    closes, main() says it) when it is another."""
+    if spec.service is None or spec.service.name != "rdp":
+        return None
+    from bastionctl.rdp.check import check_local_port
+
+    result = check_local_port(spec.host, spec.connection_host(), port)
+    if result is None:
+        return None
+    line, warning = result
+    if warning:
+        err(f"bastionctl: warning: {line}")
+        return None
+    return line
+
+
 def listen_addresses(bind: str) -> list[str]:
     """The addresses a tunnel on `bind` listens on (as LocalForwarder.addresses)."""
     return ["127.0.0.1", "::1"] if bind == "localhost" else [bind]
@@ -100,6 +119,7 @@ def hold(
     A launcher that hands the client to the OS and returns at once (macOS `open`) does not end
     the tunnel: it stays up until Ctrl-C or `tunnel stop`.
     """
+    checked = check_rdp_certificate(spec, port, err)
     # Written before the banner: whoever waits for "connect with" finds the file.
     write_requested_rdp_file(spec, port, rdp_file, err)
     out(f"Tunnel open: {spec.label} via {spec.bastion.alias}")
@@ -107,6 +127,8 @@ def hold(
     remote = hostport(spec.remote_host, spec.remote_port)
     out(f"  listening on {listening} -> {remote} on {spec.host.alias}")
     out(f"  connect with: {spec.connection_string(port)}")
+    if checked is not None:
+        out(f"  {checked}")
     note = wsl_note(spec.bind, port)
     if note is not None:
         out(f"  {note}")

@@ -250,3 +250,56 @@ def test_inconsistent_or_cut_off_blocks_pin_nothing_and_say_why(
     assert "nothing pinned: the last host key block is cut off" in result.stdout
     assert "0 pinned, 1 without a key block, 2 refused, 0 failed" in result.stdout
     assert not (isolated_dirs / "data" / "bastionctl" / "known_hosts").exists()
+
+
+def windows_console(thumbprint: str) -> str:
+    """What EC2Launch prints on a Windows instance: no SSH key block, the RDP thumbprint."""
+    lines = [
+        "2026/12/01 09:00:00Z: Windows sysprep configuration complete.",
+        "2026/12/01 09:00:01Z: RDPCERTIFICATE-SUBJECTNAME: EC2AMAZ-0A1B2C3",
+        f"2026/12/01 09:00:01Z: RDPCERTIFICATE-THUMBPRINT: {thumbprint}",
+        "2026/12/01 09:00:02Z: Message: Windows is Ready to use",
+    ]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def test_a_windows_instances_rdp_thumbprint_is_recorded_listed_replaced_and_forgotten(
+    aws: Aws, ssh_world: World, instances: dict[str, str], tmp_path: Path, isolated_dirs: Path
+) -> None:
+    config = write_config(aws, ssh_world, tmp_path)
+    first, second = "AB" * 20, "0123456789ABCDEF0123456789ABCDEF01234567"
+    CONSOLES[instances["win-09"]] = (windows_console(first.lower()), False)
+    result = sync(config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    stored = isolated_dirs / "data" / "bastionctl" / "rdp_certificates.json"
+    assert (
+        f"win-09 ({instances['win-09']}): no SSH host key block in the console output "
+        f"(a Windows instance); RDP certificate thumbprint {first} recorded" in result.stdout
+    )
+    assert f"1 RDP certificate thumbprint: {stored}" in result.stdout
+    assert stored.stat().st_mode & 0o777 == 0o600
+    [entry] = json.loads(stored.read_text())["certificates"]
+    assert entry["instance_id"] == instances["win-09"] and entry["thumbprint"] == first
+    assert entry["alias"] == "win-09" and entry["region"] == REGION
+
+    listed = run_cli("--config", str(config), "known-hosts", "list", "--json")
+    rows = [r for r in json.loads(listed.stdout) if r["key_type"] == "rdp-certificate"]
+    assert [(r["alias"], r["fingerprint"], r["origin"], r["instance_id"]) for r in rows] == [
+        ("win-09", f"SHA1:{first}", "ec2-console", instances["win-09"])
+    ]
+
+    CONSOLES[instances["win-09"]] = (windows_console(second), False)
+    again = sync(config)
+    assert again.returncode == 0, again.stderr
+    assert (
+        f"win-09: EC2 now attests the RDP certificate thumbprint {second} for "
+        f"{instances['win-09']}, not {first}" in again.stderr
+    )
+    assert [e["thumbprint"] for e in json.loads(stored.read_text())["certificates"]] == [second]
+
+    forgot = run_cli("--config", str(config), "known-hosts", "forget", "win-09")
+    assert forgot.returncode == 0, forgot.stderr
+    assert "Forgot its RDP certificate thumbprint pinned for win-09" in forgot.stdout
+    assert json.loads(stored.read_text())["certificates"] == []
+    twice = run_cli("--config", str(config), "known-hosts", "forget", "win-09")
+    assert twice.returncode == 2 and len(twice.stderr.strip().splitlines()) == 1

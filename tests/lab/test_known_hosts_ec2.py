@@ -21,6 +21,7 @@ from tests.ec2 import world
 from tests.ec2.conftest import Aws, aws, made, moto_url
 from tests.ssh.server import new_ed25519
 
+from .ec2_lab import instance_at
 from .helpers import TunnelProcess, free_port, run_cli, store_secret
 
 __all__ = ["aws", "made", "moto_url"]
@@ -45,41 +46,7 @@ def consoles(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[str, bool]]:
 
 def lab_instance(moto: str, lab: LabInfo) -> str:
     """app-02: an instance at the lab's server-02 address, reached through its bastion."""
-    host = lab.hosts["server-02"]
-    ec2 = world.client(moto, REGION)
-    found = ec2.describe_instances(Filters=[{"Name": "tag:Name", "Values": [ALIAS]}])
-    for reservation in found["Reservations"]:
-        for instance in reservation["Instances"]:
-            return str(instance["InstanceId"])
-    vpc = ec2.create_vpc(CidrBlock="10.77.0.0/16", AmazonProvidedIpv6CidrBlock=True)["Vpc"]
-    prefix = host.ipv6.rsplit("::", 1)[0]
-    subnet = ec2.create_subnet(
-        VpcId=vpc["VpcId"], CidrBlock="10.77.1.0/24", Ipv6CidrBlock=f"{prefix}::/64"
-    )["Subnet"]["SubnetId"]
-    eni = ec2.create_network_interface(
-        SubnetId=subnet, PrivateIpAddress="10.77.1.2", Ipv6Addresses=[{"Ipv6Address": host.ipv6}]
-    )["NetworkInterface"]["NetworkInterfaceId"]
-    tags = {
-        "Name": ALIAS,
-        "bastionctl:user": lab.bulk_user,
-        "bastionctl:bastion": lab.bastion_alias,
-        "bastionctl:key": str(lab.client_keys["server-02"]),
-    }
-    return str(
-        ec2.run_instances(
-            ImageId=world.LINUX_AMI,
-            MinCount=1,
-            MaxCount=1,
-            InstanceType="t3.micro",
-            NetworkInterfaces=[{"DeviceIndex": 0, "NetworkInterfaceId": eni}],
-            TagSpecifications=[
-                {
-                    "ResourceType": "instance",
-                    "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
-                }
-            ],
-        )["Instances"][0]["InstanceId"]
-    )
+    return instance_at(moto, lab, REGION, "server-02", ALIAS, world.LINUX_AMI, 77)
 
 
 def config_for(lab: LabInfo, aws: Aws, tmp_path: Path) -> Path:

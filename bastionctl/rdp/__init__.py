@@ -1,0 +1,1 @@
+"""RDP server certificates: the one a server shows (handshake) and the one EC2 attests."""
