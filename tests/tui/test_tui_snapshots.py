@@ -62,10 +62,7 @@ def test_export_diff_preview(snap_compare: Any, fixed_home: Path) -> None:
     async def export(pilot: Any) -> None:
         await ready(pilot, tui)
         await pilot.press("e")
-        for _ in range(100):
-            if isinstance(tui.screen, ReportScreen):
-                break
-            await pilot.pause(0.05)
+        await until(pilot, lambda: isinstance(tui.screen, ReportScreen))
         await pilot.pause()
 
     assert snap_compare(tui, run_before=export, terminal_size=SIZE)
