@@ -58,6 +58,7 @@ def test_bench_runs_on_a_tiny_size(tmp_path: Path) -> None:
     (written,) = tmp_path.glob("bench-*.json")
     figures = {row["figure"] for row in json.loads(written.read_text())["table"]}
     assert {"upload MB/s", "download MB/s", "cold setup s", "inventory mapping 50 s"} <= figures
+    assert "cold setup, foreground s" in figures
     assert "TUI 100 hosts ready s" in figures
     assert {"1 at a time: conns/s", "20 at a time: conns/s", "RTT p50 us"} <= figures
     assert {"RSS MB after 200 conns", "open fds after 200 conns"} <= figures
