@@ -20,7 +20,7 @@ from bastionctl.ssh.auth import Asker, PromptAnswerer, authenticate, load_identi
 from bastionctl.ssh.datapath import MAX_PACKET_SIZE, WINDOW_SIZE
 from bastionctl.ssh.forward import ChannelRefused, ChannelTimeout, open_direct
 from bastionctl.ssh.hostkeys import KnownHosts, host_key_names
-from bastionctl.ssh.wire import ReadAhead
+from bastionctl.ssh.wire import JumpSocket, ReadAhead
 
 log = logging.getLogger(__name__)
 # What each logged-in transport reads through, for `responsive()`.
@@ -162,6 +162,8 @@ def _login(
     try:
         _tune(transport, endpoint, session)
         seam.set_auth_timeout(transport, AUTH_TIMEOUT)
+        if isinstance(sock, JumpSocket):
+            sock.watch(seam.watch_senders(transport))
         where = hostport(endpoint.connect_host, endpoint.port)
         timeout = session.settings.connect_timeout
         transport.banner_timeout = timeout  # paramiko's default waits 15 s for a banner

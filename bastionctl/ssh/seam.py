@@ -24,7 +24,7 @@ import inspect
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 _ABSENT = object()
 
@@ -82,7 +82,10 @@ def problems() -> list[str]:
     try:
         transport = paramiko.Transport(near)  # never started: its attributes are all we read
         lock = getattr(transport, "clear_to_send_lock", None)
-        need(callable(getattr(lock, "acquire", None)), "Transport.clear_to_send_lock")
+        need(
+            callable(getattr(lock, "acquire", None)) and callable(getattr(lock, "release", None)),
+            "Transport.clear_to_send_lock",
+        )
         event = getattr(transport, "clear_to_send", None)
         need(isinstance(event, threading.Event), "Transport.clear_to_send")
         timeout = getattr(transport, "auth_timeout", None)
@@ -176,6 +179,53 @@ def _adjustment(channel: paramiko.Channel, ack: int) -> paramiko.Message:
     message.add_int(channel.remote_chanid)
     message.add_int(ack)
     return message
+
+
+class WatchedLock:
+    """A transport's `clear_to_send_lock` that tells whether a sender waits for it.
+
+    Every user message of a transport (a channel's data, open, EOF, close) is sent holding
+    this lock; a thread that finds it taken is one more sender queued behind the holder.
+    """
+
+    __slots__ = ("_lock", "_waiting")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: list[None] = []  # one entry per waiting thread (append/pop are atomic)
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if self._lock.acquire(False):
+            return True
+        if not blocking:
+            return False
+        self._waiting.append(None)
+        try:
+            return self._lock.acquire(True, timeout)
+        finally:
+            self._waiting.pop()
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    def contended(self) -> bool:
+        return bool(self._waiting)
+
+
+def watch_senders(transport: paramiko.Transport) -> Callable[[], bool]:
+    """Whether another thread waits to send on `transport`. Call before the transport starts."""
+    lock = WatchedLock()
+    transport.clear_to_send_lock = lock  # type: ignore[assignment]
+    return lock.contended
 
 
 def set_auth_timeout(transport: paramiko.Transport, seconds: float) -> None:

@@ -299,12 +299,15 @@ class Tunnels:
         )
         self.events: list[TunnelEvent] = []
         self.manager = TunnelManager(self.events.append, process="foreground")
+        self.opened: list[ManagedTunnel] = []
 
     def spec(self, host: str, service: str, local_port: int | None = None) -> TunnelSpec:
         return build_spec(self.config, TunnelRequest(host, service, local_port=local_port))
 
     def open(self, host: str, service: str, local_port: int | None = None) -> ManagedTunnel:
-        return self.manager.open(self.spec(host, service, local_port), self.session)
+        tunnel = self.manager.open(self.spec(host, service, local_port), self.session)
+        self.opened.append(tunnel)
+        return tunnel
 
     def __enter__(self) -> Tunnels:
         return self

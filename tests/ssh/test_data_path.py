@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from bastionctl.lab.standin import pattern
-from bastionctl.ssh import datapath, workers
+from bastionctl.ssh import datapath, seam, workers
 from bastionctl.ssh.datapath import WINDOW_SIZE, DataPath
+from bastionctl.ssh.wire import JumpSocket
 from bastionctl.tunnels.protocol import TunnelState
 from tests.ssh.helpers import (
     Background,
@@ -38,8 +39,10 @@ from tests.ssh.helpers import (
 )
 from tests.ssh.world import World
 
-PATHS = {"fast": datapath.FAST, "plain": datapath.PLAIN}
-FAST_ONLY = pytest.mark.parametrize("path", ["fast"], indirect=True)
+# "fast-queued": the fast path with every write of a target's transport going through its
+# jump socket's writer thread, as when many senders wait at once (ssh.wire.JumpSocket).
+PATHS = {"fast": datapath.FAST, "fast-queued": datapath.FAST, "plain": datapath.PLAIN}
+FAST_ONLY = pytest.mark.parametrize("path", ["fast", "fast-queued"], indirect=True)
 
 
 @functools.cache
@@ -50,18 +53,41 @@ def pattern_digest(size: int) -> str:
 @pytest.fixture(params=sorted(PATHS))
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> DataPath:
     """The data path under test, chosen before any manager is made."""
+    if request.param == "fast-queued":
+        monkeypatch.setattr(seam, "watch_senders", lambda _transport: lambda: True)
     return use_data_path(monkeypatch, PATHS[request.param])
 
 
+def queued_writes_seen(request: pytest.FixtureRequest, tunnels: Tunnels) -> None:
+    """Under "fast-queued", the tunnels' target transports did write through their queue."""
+    if getattr(request.node, "callspec", None) is None:
+        return
+    if request.node.callspec.params.get("path") != "fast-queued":
+        return
+    sockets = [
+        link.transport.sock
+        for tunnel in tunnels.opened
+        for link in tunnel._links()[1:]
+        if link.transport is not None
+    ]
+    assert sockets and all(isinstance(sock, JumpSocket) for sock in sockets), sockets
+    assert all(sock._writer is not None for sock in sockets)
+
+
 @pytest.fixture
-def tunnels(path: DataPath, bulk_config: Path, tmp_path: Path) -> Iterator[Tunnels]:
+def tunnels(
+    request: pytest.FixtureRequest, path: DataPath, bulk_config: Path, tmp_path: Path
+) -> Iterator[Tunnels]:
     with Tunnels(bulk_config, tmp_path) as tunnels:
         assert tunnels.manager.data_path is path
         yield tunnels
+        queued_writes_seen(request, tunnels)
 
 
 @pytest.fixture
-def quiet_tunnels(path: DataPath, bulk_config: Path, tmp_path: Path) -> Iterator[Tunnels]:
+def quiet_tunnels(
+    request: pytest.FixtureRequest, path: DataPath, bulk_config: Path, tmp_path: Path
+) -> Iterator[Tunnels]:
     """Tunnels that send no keepalive probe during the test (60 s instead of the world's 1 s).
 
     For the re-key test, whose servers answer probes when they should not; the probes
@@ -70,6 +96,7 @@ def quiet_tunnels(path: DataPath, bulk_config: Path, tmp_path: Path) -> Iterator
     with Tunnels(bulk_config, tmp_path, keepalive_interval=60) as tunnels:
         assert tunnels.manager.data_path is path
         yield tunnels
+        queued_writes_seen(request, tunnels)
 
 
 # --- bulk data ---------------------------------------------------------------------------------

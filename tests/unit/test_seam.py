@@ -9,8 +9,12 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 
 import paramiko
 import paramiko.config
@@ -110,3 +114,42 @@ def test_importing_the_ssh_layer_changes_nothing_in_paramiko() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_watched_send_lock_tells_when_a_sender_waits() -> None:
+    near, far = socket.socketpair()
+    transport = paramiko.Transport(far)
+    try:
+        contended = seam.watch_senders(transport)
+        lock = transport.clear_to_send_lock
+        assert lock.acquire() and not contended()  # held, nobody waits
+        assert not lock.acquire(blocking=False) and not contended()  # a try is no waiter
+        results: list[bool] = []
+
+        def sender(timeout: float) -> None:
+            results.append(lock.acquire(True, timeout))
+
+        waiter = threading.Thread(target=sender, args=(0.2,))
+        waiter.start()
+        assert wait_until(contended)
+        waiter.join(5)
+        assert results == [False] and not contended()  # timed out, and no longer waiting
+        waiter = threading.Thread(target=sender, args=(-1,))
+        waiter.start()
+        assert wait_until(contended)
+        lock.release()
+        waiter.join(5)
+        assert results == [False, True] and not contended()
+        lock.release()
+    finally:
+        transport.close()
+        near.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
