@@ -211,9 +211,12 @@ class Bastionctl(Tool):
         self.config.write_text(render_config(lab, bulk=True))
         self.run("otp", "set", "server-01", stdin=lab.read_secret(bulk=True))
 
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "bastionctl", "--config", str(self.config), *args]
+
     def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "bastionctl", "--config", str(self.config), *args],
+            self.command(*args),
             input=stdin,
             capture_output=True,
             text=True,
@@ -252,19 +255,7 @@ class Bastionctl(Tool):
         with tempfile.TemporaryFile() as stderr:
             started = time.perf_counter()
             process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "bastionctl",
-                    "--config",
-                    str(self.config),
-                    "tunnel",
-                    "port",
-                    "server-04",
-                    str(ECHO),
-                    "--local-port",
-                    str(port),
-                ],
+                self.command("tunnel", "port", "server-04", str(ECHO), "--local-port", str(port)),
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -276,12 +267,7 @@ class Bastionctl(Tool):
                 round_trips(port, 1)
                 elapsed = time.perf_counter() - started
             finally:
-                process.terminate()
-                try:
-                    code = process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    code = process.wait(timeout=10)
+                code = end(process, grace=30)
             if code != 0:
                 stderr.seek(0)
                 said = stderr.read().decode(errors="replace").strip()
@@ -311,6 +297,16 @@ class Bastionctl(Tool):
             )
         if pid is not None:
             stop_by_pid(pid)
+
+
+def end(process: subprocess.Popen[bytes], grace: float = 10.0) -> int:
+    """SIGTERM, then SIGKILL after `grace` seconds; the exit status."""
+    process.terminate()
+    try:
+        return process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait(timeout=10)
 
 
 def stop_by_pid(pid: int, grace: float = 5.0) -> None:
@@ -394,11 +390,7 @@ class OpenSSH(Tool):
         return time.perf_counter() - started
 
     def foreground_cold(self) -> float:
-        started = time.perf_counter()
-        self.forward([ECHO])
-        wait_listening(self.ports[ECHO])
-        round_trips(self.ports[ECHO], 1)
-        elapsed = time.perf_counter() - started
+        elapsed = self.second_tunnel()  # logged out, one `ssh -J -L` is the same as a second
         self.close()
         return elapsed
 
@@ -421,12 +413,7 @@ class OpenSSH(Tool):
 
     def close(self) -> None:
         for process in self.processes:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            end(process)
         self.processes.clear()
         if self.master:
             subprocess.run(

@@ -214,9 +214,6 @@ class WatchedLock:
     def __exit__(self, *_exc: object) -> None:
         self.release()
 
-    def locked(self) -> bool:
-        return self._lock.locked()
-
     def contended(self) -> bool:
         return bool(self._waiting)
 

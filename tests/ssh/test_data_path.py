@@ -60,9 +60,7 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Dat
 
 def queued_writes_seen(request: pytest.FixtureRequest, tunnels: Tunnels) -> None:
     """Under "fast-queued", the tunnels' target transports did write through their queue."""
-    if getattr(request.node, "callspec", None) is None:
-        return
-    if request.node.callspec.params.get("path") != "fast-queued":
+    if request.node.callspec.params["path"] != "fast-queued":
         return
     sockets = [
         link.transport.sock

@@ -13,8 +13,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 
 import paramiko
 import paramiko.config
@@ -23,6 +21,7 @@ from paramiko.buffered_pipe import BufferedPipe
 
 from bastionctl.ssh import datapath, seam
 from bastionctl.ssh.pipe import ChunkPipe
+from tests.ssh.helpers import wait_for
 
 
 def test_every_private_name_fits_the_installed_paramiko() -> None:
@@ -131,12 +130,12 @@ def test_a_watched_send_lock_tells_when_a_sender_waits() -> None:
 
         waiter = threading.Thread(target=sender, args=(0.2,))
         waiter.start()
-        assert wait_until(contended)
+        assert wait_for(contended, 5, interval=0.001)
         waiter.join(5)
         assert results == [False] and not contended()  # timed out, and no longer waiting
         waiter = threading.Thread(target=sender, args=(-1,))
         waiter.start()
-        assert wait_until(contended)
+        assert wait_for(contended, 5, interval=0.001)
         lock.release()
         waiter.join(5)
         assert results == [False, True] and not contended()
@@ -144,12 +143,3 @@ def test_a_watched_send_lock_tells_when_a_sender_waits() -> None:
     finally:
         transport.close()
         near.close()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.001)
-    return True
