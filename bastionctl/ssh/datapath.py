@@ -83,8 +83,8 @@ class DataPath:
     ) -> Delivery:
         """What copies the channel's data into `client`, started; blocking work goes to `submit`.
 
-        Its wait() returns once the client's write side is shut at the channel's EOF, or the
-        client failed.
+        What is given to its when_done() runs once the client's write side is shut at the
+        channel's EOF, or the client failed.
         """
         if not self.fast:
             plain = PlainDelivery(channel, client, counted)
@@ -100,7 +100,8 @@ class Delivery(Protocol):
     def queued(self) -> int:
         """Bytes received from the server that the client has not taken yet (held by us)."""
 
-    def wait(self) -> None: ...
+    def when_done(self, then: Callable[[], None]) -> None:
+        """Run `then` once done: now if so, else in the thread that finishes the delivery."""
 
 
 class PlainDelivery:
@@ -112,7 +113,9 @@ class PlainDelivery:
         self._channel = channel
         self._client = client
         self._counted = counted
-        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._done = False
+        self._then: list[Callable[[], None]] = []
 
     def run(self) -> None:
         try:
@@ -124,10 +127,18 @@ class PlainDelivery:
         finally:
             with contextlib.suppress(OSError):
                 self._client.shutdown(socket.SHUT_WR)
-            self._done.set()
+            with self._lock:
+                self._done = True
+                then, self._then = self._then, []
+            for step in then:
+                step()
 
-    def wait(self) -> None:
-        self._done.wait()
+    def when_done(self, then: Callable[[], None]) -> None:
+        with self._lock:
+            if not self._done:
+                self._then.append(then)
+                return
+        then()
 
 
 FAST = DataPath("fast", fast=True)

@@ -10,7 +10,8 @@ has accepted, so a slow client holds at most one window of data in memory.
 
 A forwarded connection (`submit` given) has no thread of its own waiting for that: the queue
 is drained by a pooled worker, started only when something is queued, and at the channel's
-EOF the transport thread shuts the client's write side itself when nothing is queued.
+EOF the transport thread shuts the client's write side itself when nothing is queued, then
+runs what was to follow (`when_done`) in the same thread: no thread waits to be woken for it.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ class SocketDelivery:
     """Delivers a channel's data into `sock`.
 
     Without `submit`, `run()` is a thread's slow path, returning at EOF. With it, queued data
-    is sent by tasks handed to `submit`, the client's write side is shut at EOF, and `wait()`
-    returns once that is done (or the client failed).
+    is sent by tasks handed to `submit`, the client's write side is shut at EOF, and what was
+    given to `when_done()` runs once that is done (or the client failed).
     """
 
     def __init__(
@@ -55,7 +56,8 @@ class SocketDelivery:
         self._unsent_ack = 0  # window the transport thread could not reopen itself
         self._submit = submit
         self._draining = False  # a submitted drain runs or is about to
-        self._done = threading.Event()
+        self._done = False
+        self._then: list[Callable[[], None]] = []
         # A send that never blocks; where there is none (Windows) every packet takes run().
         self._dontwait = api.nonblocking_send_flag()
 
@@ -82,7 +84,7 @@ class SocketDelivery:
         """(Holding `_cv`.) There is work for run(), or for a drain to submit."""
         if self._submit is None:
             self._cv.notify()
-        elif not self._draining and not self._done.is_set():
+        elif not self._draining and not self._done:
             self._draining = True
             self._submit(self._drain)
 
@@ -102,11 +104,13 @@ class SocketDelivery:
                 except OSError:
                     self._broken = True
                     self._cv.notify()
-                    if self._submit is not None:
-                        self._done.set()
-                    return
-            if sent < len(chunk):
+                    sent = -1
+            if 0 <= sent < len(chunk):
                 self._queue(chunk[sent:] if sent else chunk)
+        if sent < 0:
+            if self._submit is not None:
+                self._finish()
+            return
         if sent:
             self._counted(sent)
             ack = seam.consumed(self._channel, sent)
@@ -130,11 +134,22 @@ class SocketDelivery:
     def _finish(self) -> None:
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_WR)
-        self._done.set()
+        with self._cv:
+            if self._done:
+                return
+            self._done = True
+            then, self._then = self._then, []
+        for step in then:
+            step()
 
-    def wait(self) -> None:
-        """(With `submit`.) Until the client's write side is shut, or the client failed."""
-        self._done.wait()
+    def when_done(self, then: Callable[[], None]) -> None:
+        """(With `submit`.) Run `then` once the client's write side is shut, or the client
+        failed: now if so, else in the thread that finishes it (maybe the transport's)."""
+        with self._cv:
+            if not self._done:
+                self._then.append(then)
+                return
+        then()
 
     def _drain(self) -> None:
         finished = False

@@ -31,6 +31,8 @@ ChannelOpener = Callable[[tuple[str, int]], paramiko.Channel]
 # Hears why a connection could not be forwarded (one line, fit to show the user).
 FailureSink = Callable[[str], None]
 CHUNK = 256 * 1024
+# How long a server may take to close a channel after both sides sent EOF.
+CLOSE_GRACE = 5.0
 
 
 class ChannelRefused(ConnectError):
@@ -110,6 +112,8 @@ class LocalForwarder:
         self._threads: list[threading.Thread] = []
         self._closing = threading.Event()
         self._open: set[tuple[socket.socket, paramiko.Channel]] = set()
+        # Channels past both EOFs that the server should close: when each is due (monotonic).
+        self._unclosed: dict[paramiko.Channel, float] = {}
         self._deliveries: set[Delivery] = set()
         self._workers = workers.shared()
 
@@ -188,8 +192,11 @@ class LocalForwarder:
         self._close_listeners()
         with self._lock:
             pairs = list(self._open)
+            unclosed, self._unclosed = list(self._unclosed), {}
         for sock, channel in pairs:
             _close_quietly(sock, channel)
+        for channel in unclosed:
+            _close_channel(channel)
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=5)
@@ -212,6 +219,7 @@ class LocalForwarder:
                 client.close()
 
     def _serve(self, client: socket.socket, peer: tuple[str, int]) -> None:
+        self._close_overdue()
         try:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             channel = self.open_channel((str(peer[0]), int(peer[1])))
@@ -224,31 +232,66 @@ class LocalForwarder:
         with self._lock:
             self.active += 1
             self._open.add((client, channel))
-        delivery: Delivery | None = None
         try:
             delivery = self.path.delivery(channel, client, self._count_in, self._workers.submit)
-            with self._lock:
-                self._deliveries.add(delivery)
-            self._client_to_channel(client, channel)
-            delivery.wait()
         except (OSError, EOFError, paramiko.SSHException, RuntimeError):
-            pass  # the client or the channel failed; RuntimeError: no thread for the plain path
+            # the client or the channel failed; RuntimeError: no thread for the plain path
+            self._finished(client, channel, None)
+            return
+        with self._lock:
+            self._deliveries.add(delivery)
+        try:
+            self._client_to_channel(client, channel)
         finally:
-            _close_quietly(client, channel)
-            with self._lock:
-                if delivery is not None:
-                    self._deliveries.discard(delivery)
-                self.active -= 1
-                self._open.discard((client, channel))
+            # The rest waits for the channel's EOF, but no thread waits for that: it runs in
+            # whichever thread finishes the delivery (often the transport's), and this
+            # worker is free for the next connection.
+            delivery.when_done(functools.partial(self._finished, client, channel, delivery))
+
+    def _finished(
+        self, client: socket.socket, channel: paramiko.Channel, delivery: Delivery | None
+    ) -> None:
+        """The connection is over: the client's socket closes, the channel after it."""
+        with contextlib.suppress(OSError):
+            client.shutdown(socket.SHUT_RDWR)
+        client.close()
+        # Never Channel.close() here: this may run inside paramiko's own Channel.close() or
+        # EOF handling (ssh.deliver, the channel's buffer closing), holding the channel's lock.
+        closing = not channel.closed and channel.eof_received
+        if not (channel.closed or channel.eof_received):  # the client failed while data came
+            with contextlib.suppress(RuntimeError):
+                self._workers.submit(functools.partial(_close_channel, channel))
+        with self._lock:
+            if delivery is not None:
+                self._deliveries.discard(delivery)
+            self.active -= 1
+            self._open.discard((client, channel))
+            if closing:
+                # Both sides sent EOF: the server closes the channel now (paramiko answers);
+                # one still open after CLOSE_GRACE is closed by the next connection's worker,
+                # or when the forwarder closes.
+                self._unclosed[channel] = time.monotonic() + CLOSE_GRACE
+
+    def _close_overdue(self) -> None:
+        """Close channels whose server did not close them within CLOSE_GRACE of both EOFs."""
+        now = time.monotonic()
+        with self._lock:
+            if not self._unclosed:
+                return
+            due = [channel for channel, deadline in self._unclosed.items() if deadline <= now]
+            gone = [channel for channel in self._unclosed if channel.closed]
+            for channel in {*due, *gone}:
+                del self._unclosed[channel]
+        for channel in due:
+            _close_channel(channel)
 
     def _client_to_channel(self, client: socket.socket, channel: paramiko.Channel) -> None:
-        # One reused buffer: recv(CHUNK) would allocate CHUNK bytes per call, costly for
-        # the small messages of interactive and database traffic.
-        buffer = bytearray(CHUNK)
-        view = memoryview(buffer)
+        # One buffer per worker thread, reused: recv(CHUNK) would allocate CHUNK bytes per
+        # call, and a new buffer per connection would zero (and map) CHUNK bytes each time.
+        view = _buffers.view()
         try:
             while True:
-                count = client.recv_into(buffer)
+                count = client.recv_into(view)
                 if not count:
                     break
                 channel.sendall(bytes(view[:count]))
@@ -271,11 +314,28 @@ class LocalForwarder:
             self.bytes_in += count
 
 
+class _Buffers(threading.local):
+    def __init__(self) -> None:
+        self._view: memoryview | None = None
+
+    def view(self) -> memoryview:
+        if self._view is None:
+            self._view = memoryview(bytearray(CHUNK))
+        return self._view
+
+
+_buffers = _Buffers()
+
+
 def _close_quietly(sock: socket.socket, channel: paramiko.Channel) -> None:
     # shutdown() wakes a thread blocked reading the socket and tells the client at once;
     # close() alone would leave both waiting.
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    for closer in (channel.close, sock.close):
-        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
-            closer()
+    _close_channel(channel)
+    sock.close()
+
+
+def _close_channel(channel: paramiko.Channel) -> None:
+    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+        channel.close()

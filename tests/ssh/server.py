@@ -348,7 +348,10 @@ class _Pipe:
             self.running -= 1
             last = self.running == 0
         if last:
-            _close_channel(self.channel)
+            if self.server.close_after_eofs or self.channel.closed:
+                _close_channel(self.channel)
+            else:
+                self.server.kept.append(self.channel)
             with contextlib.suppress(OSError):
                 self.sock.close()
             self.server._pipe_finished(self)
@@ -378,6 +381,9 @@ class SshServer(Loopback):
         self.prompt = prompt
         self.banner = banner
         self.forward: Forward = forward if forward is not None else loopback_forward
+        # False: a direct-tcpip channel past both EOFs stays open (kept), as OpenSSH's never does.
+        self.close_after_eofs = True
+        self.kept: list[paramiko.Channel] = []
         self.events: list[AuthEvent] = []
         self._states: dict[str, _TotpState] = {}
         self._transports: list[paramiko.Transport] = []

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from bastionctl.lab.standin import pattern
-from bastionctl.ssh import datapath, seam, workers
+from bastionctl.ssh import datapath, forward, seam, workers
 from bastionctl.ssh.datapath import WINDOW_SIZE, DataPath
 from bastionctl.ssh.wire import JumpSocket
 from bastionctl.tunnels.protocol import TunnelState
@@ -293,6 +293,27 @@ def test_many_short_connections_leave_no_thread_or_fd_behind(tunnels: Tunnels) -
     )
     assert tunnel.info().errors == 0
     assert tunnel.info().bytes_out == 7 + 600 * 1024
+
+
+def test_a_channel_the_server_leaves_open_after_both_eofs_is_closed_later(
+    tunnels: Tunnels, ssh_world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A finished connection leaves its channel to the server, which closes it once both sides
+    # sent EOF (OpenSSH does; paramiko answers), so no thread waits for that. One the server
+    # leaves open is closed by the next connection's worker once CLOSE_GRACE has passed.
+    target = ssh_world.targets["server-02"]
+    monkeypatch.setattr(forward, "CLOSE_GRACE", 0.3)
+    monkeypatch.setattr(target, "close_after_eofs", False)
+    monkeypatch.setattr(target, "kept", [])
+    tunnel = tunnels.open("server-02", "echo")
+    echo_roundtrip(tunnel.local_port, b"left open")
+    assert wait_for(lambda: tunnel.forwarder.active == 0 and len(target.kept) == 1, 5)
+    time.sleep(0.5)
+    assert not target.kept[0].closed
+    target.close_after_eofs = True
+    echo_roundtrip(tunnel.local_port, b"next")
+    assert wait_for(lambda: target.kept[0].closed, 5)
+    assert tunnel.info().errors == 0
 
 
 @FAST_ONLY
