@@ -36,6 +36,7 @@ _EXISTS: dict[str, Callable[[], bool]] = {
     "fchmod": lambda: hasattr(os, "fchmod"),
     "O_NOFOLLOW": lambda: hasattr(os, "O_NOFOLLOW"),
     "sched_affinity": lambda: hasattr(os, "sched_getaffinity") and hasattr(os, "sched_setaffinity"),
+    "sched_batch": lambda: hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_BATCH"),
     "procfs": lambda: Path("/proc/self/stat").exists(),
     "AF_UNIX": lambda: hasattr(socket, "AF_UNIX"),
     "SO_PEERCRED": lambda: hasattr(socket, "SO_PEERCRED"),
@@ -51,7 +52,7 @@ _EXISTS: dict[str, Callable[[], bool]] = {
 
 # What a macOS or a Windows Python (3.11) lacks of the above.
 _LACKING: dict[str, frozenset[str]] = {
-    "darwin": frozenset({"SO_PEERCRED", "sched_affinity", "procfs"}),
+    "darwin": frozenset({"SO_PEERCRED", "sched_affinity", "sched_batch", "procfs"}),
     "win32": frozenset(
         {
             "fork",
@@ -61,6 +62,7 @@ _LACKING: dict[str, frozenset[str]] = {
             "fchmod",
             "O_NOFOLLOW",
             "sched_affinity",
+            "sched_batch",
             "procfs",
             "AF_UNIX",
             "SO_PEERCRED",

@@ -1,4 +1,6 @@
-"""One CPU for a tunnel-holding process: the choice, the pinning, and moving off a busy CPU."""
+"""One CPU for a tunnel-holding process: the choice, the pinning, and moving off a busy CPU;
+its threads are SCHED_BATCH there (woken threads do not preempt their waker), what it starts
+is not."""
 
 from __future__ import annotations
 
@@ -55,8 +57,10 @@ KEEPER = textwrap.dedent(
             time.sleep(0.1)
         os.kill(hog, 9)
         os.waitpid(hog, 0)
-    tasks = [sorted(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")]
-    print(json.dumps({"first": first, "now": keeper.cpu, "tasks": tasks}))
+    tids = [int(t) for t in os.listdir("/proc/self/task")]
+    tasks = [sorted(os.sched_getaffinity(t)) for t in tids]
+    policies = sorted({os.sched_getscheduler(t) for t in tids})
+    print(json.dumps({"first": first, "now": keeper.cpu, "tasks": tasks, "policies": policies}))
     """
 )
 
@@ -85,6 +89,7 @@ def test_every_thread_old_and_new_runs_on_the_chosen_cpu() -> None:
         return
     assert found["now"] == found["first"]
     assert found["tasks"] and all(task == [found["first"]] for task in found["tasks"])
+    assert found["policies"] == [os.SCHED_BATCH]
 
 
 def test_leaves_a_cpu_that_other_work_fills() -> None:
@@ -101,23 +106,26 @@ def test_bastionctl_cpu_any_leaves_placement_to_the_kernel() -> None:
     assert found["first"] is None
     allowed = sorted(os.sched_getaffinity(0))
     assert all(task == allowed for task in found["tasks"])
+    assert found["policies"] == [os.SCHED_OTHER]
 
 
 LAUNCH = textwrap.dedent(
     """
-    import json, os, subprocess
+    import json, os, subprocess, sys
     from bastionctl.system import cpu as affinity
     from bastionctl.tunnels import launch
     before = sorted(os.sched_getaffinity(0))
     keeper = affinity.CpuKeeper()
     keeper.start()
-    command = launch.ClientCommand(["grep", "Cpus_allowed_list", "/proc/self/status"], "grep")
+    probe = "import os; print(sorted(os.sched_getaffinity(0)), os.sched_getscheduler(0))"
+    command = launch.ClientCommand([sys.executable, "-c", probe], "python")
     child = launch.launch(command)
     child.wait()
     with affinity.unpinned():
         inside = sorted(os.sched_getaffinity(0))
     print(json.dumps({"before": before, "pinned": keeper.cpu, "inside": inside,
-                      "after": sorted(os.sched_getaffinity(0))}))
+                      "after": sorted(os.sched_getaffinity(0)),
+                      "policy": os.sched_getscheduler(0)}))
     """
 )
 
@@ -126,12 +134,12 @@ def test_a_launched_client_gets_every_cpu_back() -> None:
     child_line, found_line = run_python(LAUNCH)
     found = json.loads(found_line)
     expected = found["before"]
-    ranges = child_line.split(":", 1)[1].strip()
-    allowed = set()
-    for part in ranges.split(","):
-        low, _, high = part.partition("-")
-        allowed.update(range(int(low), int(high or low) + 1))
-    assert sorted(allowed) == expected  # the client runs wherever the kernel likes
+    allowed, policy = child_line.rsplit(" ", 1)
+    # The client runs wherever the kernel likes, with the normal policy.
+    assert json.loads(allowed) == expected
+    assert int(policy) == os.SCHED_OTHER
     assert found["inside"] == expected
     if found["pinned"] is not None:
-        assert found["after"] == [found["pinned"]]  # and the tunnel process stays pinned
+        # And the tunnel process stays pinned, SCHED_BATCH.
+        assert found["after"] == [found["pinned"]]
+        assert found["policy"] == os.SCHED_BATCH
