@@ -6,11 +6,11 @@
     channel     the control channel: a Unix socket with peer credentials, or loopback TCP
                 with a token challenge where there are no Unix sockets
     processes   starting the agent: fork, or a detached child
-    cpu         CPU placement, where the kernel offers it
+    cpu         CPU placement and scheduling policy, where the kernel offers them
     terminal    reading a secret from the terminal
     home        the user's home and ssh directory, the user id
     clients     the client programs for RDP, MySQL and SQL Server on each OS
 
-Nothing outside this package imports fcntl, termios or pwd, or calls fork, getuid or
-sched_*affinity.
+Nothing outside this package imports fcntl, termios or pwd, or calls fork, getuid,
+sched_*affinity or sched_setscheduler.
 """

@@ -26,6 +26,8 @@ NAMES = {
         "chown",
         "sched_getaffinity",
         "sched_setaffinity",
+        "sched_setscheduler",
+        "SCHED_BATCH",
         "O_NOFOLLOW",
     )
 } | {("socket", name) for name in ("AF_UNIX", "SO_PEERCRED", "LOCAL_PEERCRED", "MSG_DONTWAIT")}
