@@ -74,6 +74,19 @@ class DataPath:
         with seam.chunk_pipes():
             return open_it()
 
+    def open_started(
+        self,
+        transport: paramiko.Transport,
+        destination: tuple[str, int],
+        origin: tuple[str, int],
+        answered: Callable[[paramiko.Channel | None, Exception | None], None],
+    ) -> None:
+        """(Fast path only.) Send a `direct-tcpip` open without waiting for the answer:
+        `answered` gets it in the transport's thread (ssh.seam.open_started)."""
+        if not self.fast:
+            raise RuntimeError("the plain data path opens channels with open_channel()")
+        seam.open_started(transport, destination, origin, WINDOW_SIZE, MAX_PACKET_SIZE, answered)
+
     def delivery(
         self,
         channel: paramiko.Channel,

@@ -1,8 +1,12 @@
 """A local TCP listener whose connections are carried over SSH `direct-tcpip` channels.
 
-Each accepted connection is one task on a pooled worker (ssh.workers): it opens the channel,
-then copies the client's bytes into it; the channel's data reaches the client from the
-transport's thread (ssh.deliver), or through a second pooled task on the plain path.
+Each accepted connection is one task on a pooled worker (ssh.workers) that copies the
+client's bytes into its channel; the channel's data reaches the client from the transport's
+thread (ssh.deliver), or through a second pooled task on the plain path. While the tunnel is up
+(fast path), the accept thread sends the channel open itself and the server's answer, in the
+transport's thread, hands the connection to a worker: no thread waits for the answer (a
+watchdog gives up after the connect timeout). Otherwise the worker opens the channel, which
+may wait for a login or a reconnect.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import paramiko
 
@@ -33,6 +38,8 @@ FailureSink = Callable[[str], None]
 CHUNK = 256 * 1024
 # How long a server may take to close a channel after both sides sent EOF.
 CLOSE_GRACE = 5.0
+# How often unanswered channel opens are checked for their timeout.
+WATCH_INTERVAL = 1.0
 
 
 class ChannelRefused(ConnectError):
@@ -76,18 +83,52 @@ def open_direct(
     """
     try:
         return path.open_channel(transport, remote, origin, timeout)
-    except paramiko.ChannelException as exc:
-        text = sanitise.line(exc.text)
-        raise ChannelRefused(refusal(exc.code, text, host, remote), exc.code, text) from None
     except (paramiko.SSHException, EOFError, OSError) as exc:
-        if transport.is_active():  # paramiko's own timeout: the transport is still fine
-            raise ChannelTimeout(
-                f"{host} did not open a channel to {hostport(*remote)} within {timeout:g} s"
-            ) from None
-        raise ConnectError(
-            f"the connection to {host} failed while opening a channel to {hostport(*remote)}: "
-            f"{sanitise.line(str(exc)) or type(exc).__name__}"
-        ) from None
+        raise open_failure(exc, transport, host, remote, timeout) from None
+
+
+def open_failure(
+    exc: BaseException | None,
+    transport: paramiko.Transport,
+    host: str,
+    remote: tuple[str, int],
+    timeout: float,
+) -> ConnectError:
+    """Why a channel to `remote` did not open: refused, timed out, or the connection failed."""
+    if isinstance(exc, paramiko.ChannelException):
+        text = sanitise.line(exc.text)
+        return ChannelRefused(refusal(exc.code, text, host, remote), exc.code, text)
+    if transport.is_active():  # a timeout: the transport is still fine
+        return ChannelTimeout(
+            f"{host} did not open a channel to {hostport(*remote)} within {timeout:g} s"
+        )
+    why = sanitise.line(str(exc)) or type(exc).__name__ if exc is not None else "connection lost"
+    return ConnectError(
+        f"the connection to {host} failed while opening a channel to {hostport(*remote)}: {why}"
+    )
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a tunnel's channels open while it is up: its logged-in transport, nothing to wait
+    for but the server's answer."""
+
+    transport: paramiko.Transport
+    host: str
+    remote: tuple[str, int]
+    timeout: float
+
+
+RouteNow = Callable[[], "Route | None"]
+
+
+@dataclass(eq=False)
+class _Opening:
+    """An accepted client whose channel open was sent and not answered yet."""
+
+    client: socket.socket
+    peer: tuple[str, int]
+    route: Route
 
 
 class LocalForwarder:
@@ -98,6 +139,7 @@ class LocalForwarder:
         open_channel: ChannelOpener,
         path: DataPath,
         on_failure: FailureSink | None = None,
+        route_now: RouteNow | None = None,
     ) -> None:
         self.bind_address = bind
         self.requested_port = port
@@ -116,6 +158,11 @@ class LocalForwarder:
         self._unclosed: dict[paramiko.Channel, float] = {}
         self._deliveries: set[Delivery] = set()
         self._workers = workers.shared()
+        # While the tunnel is up (a route), the accept thread sends a connection's channel open
+        # itself and the transport thread hands the answer to a worker: no worker waits for it.
+        self.route_now = route_now
+        self._opening: dict[_Opening, float] = {}  # when each is given up (monotonic)
+        self._watchdog: threading.Thread | None = None
 
     @property
     def port(self) -> int:
@@ -193,8 +240,11 @@ class LocalForwarder:
         with self._lock:
             pairs = list(self._open)
             unclosed, self._unclosed = list(self._unclosed), {}
+            opening, self._opening = list(self._opening), {}
         for sock, channel in pairs:
             _close_quietly(sock, channel)
+        for waiting in opening:
+            waiting.client.close()
         for channel in unclosed:
             _close_channel(channel)
         for thread in self._threads:
@@ -212,11 +262,102 @@ class LocalForwarder:
                 log.exception("accept failed on port %s", self.port)
                 time.sleep(0.1)  # e.g. out of file descriptors: do not spin
                 continue
+            if self._open_started(client, peer):
+                continue
             try:
                 self._workers.submit(functools.partial(self._serve, client, peer))
             except RuntimeError:  # no thread can be started now
                 log.exception("cannot serve a connection on port %s", self.port)
                 client.close()
+
+    def _open_started(self, client: socket.socket, peer: tuple[str, int]) -> bool:
+        """Send the client's channel open from here if the tunnel is up (fast path): False
+        when a worker must open it (it may log in or wait for a reconnect)."""
+        route = self.route_now() if self.route_now is not None and self.path.fast else None
+        if route is None:
+            return False
+        with contextlib.suppress(OSError):
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        opening = _Opening(client, (str(peer[0]), int(peer[1])), route)
+        with self._lock:
+            self._opening[opening] = time.monotonic() + route.timeout
+            if self._watchdog is None:
+                self._watchdog = threading.Thread(
+                    target=self._watch, name=f"forward-{self.port}-opens", daemon=True
+                )
+                self._watchdog.start()
+        try:
+            self.path.open_started(
+                route.transport,
+                route.remote,
+                opening.peer,
+                functools.partial(self._answered, opening),
+            )
+        except (paramiko.SSHException, EOFError, OSError, RuntimeError) as exc:
+            self._give_up(opening, exc)
+        return True
+
+    def _answered(
+        self, opening: _Opening, channel: paramiko.Channel | None, exc: Exception | None
+    ) -> None:
+        # The transport's thread, holding its lock: hand the rest to a worker.
+        with self._lock:
+            waited = self._opening.pop(opening, None) is not None
+        if not waited:  # given up meanwhile (timed out, or the forwarder closed)
+            if channel is not None:
+                with contextlib.suppress(RuntimeError):
+                    self._workers.submit(functools.partial(_close_channel, channel))
+            return
+        if channel is not None:
+            task = functools.partial(self._serve_opened, opening.client, channel)
+        else:
+            route = opening.route
+            failure = open_failure(exc, route.transport, route.host, route.remote, route.timeout)
+            task = functools.partial(self._refused, opening.client, opening.peer, failure)
+        try:
+            self._workers.submit(task)
+        except RuntimeError:  # no thread can be started now
+            log.exception("cannot serve a connection on port %s", self.port)
+            opening.client.close()
+            if channel is not None:  # closed by the next sweep (_close_overdue)
+                with self._lock:
+                    self._unclosed[channel] = time.monotonic()
+
+    def _give_up(self, opening: _Opening, exc: BaseException | None) -> None:
+        with self._lock:
+            waited = self._opening.pop(opening, None) is not None
+        if waited:
+            route = opening.route
+            failure = open_failure(exc, route.transport, route.host, route.remote, route.timeout)
+            self._refused(opening.client, opening.peer, failure)
+
+    def _watch(self) -> None:
+        """Give up opens the server has not answered in time; leave when none was waiting
+        for a while."""
+        idle = 0.0
+        while not self._closing.wait(WATCH_INTERVAL):
+            now = time.monotonic()
+            with self._lock:
+                late = [opening for opening, due in self._opening.items() if due <= now]
+                idle = 0.0 if self._opening else idle + WATCH_INTERVAL
+                if idle >= workers.IDLE_EXIT:
+                    self._watchdog = None
+                    return
+            for opening in late:
+                self._give_up(opening, None)
+            self._close_overdue()
+        with self._lock:
+            self._watchdog = None
+
+    def _serve_opened(self, client: socket.socket, channel: paramiko.Channel) -> None:
+        self._close_overdue()
+        self._forward(client, channel)
+
+    def _refused(self, client: socket.socket, peer: tuple[str, int], exc: Exception) -> None:
+        message = exc.message if isinstance(exc, BastionctlError) else str(exc)
+        log.info("connection from %s refused: %s", hostport(peer[0], peer[1]), message)
+        self.on_failure(message)
+        client.close()
 
     def _serve(self, client: socket.socket, peer: tuple[str, int]) -> None:
         self._close_overdue()
@@ -224,11 +365,11 @@ class LocalForwarder:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             channel = self.open_channel((str(peer[0]), int(peer[1])))
         except Exception as exc:  # any failure: refuse this client, keep the listener
-            message = exc.message if isinstance(exc, BastionctlError) else str(exc)
-            log.info("connection from %s refused: %s", hostport(peer[0], peer[1]), message)
-            self.on_failure(message)
-            client.close()
+            self._refused(client, peer, exc)
             return
+        self._forward(client, channel)
+
+    def _forward(self, client: socket.socket, channel: paramiko.Channel) -> None:
         with self._lock:
             self.active += 1
             self._open.add((client, channel))

@@ -46,7 +46,7 @@ with _invoke_hidden():
     import paramiko
     import paramiko.buffered_pipe
     import paramiko.channel
-    from paramiko.common import cMSG_CHANNEL_WINDOW_ADJUST
+    from paramiko.common import cMSG_CHANNEL_OPEN, cMSG_CHANNEL_WINDOW_ADJUST
 
     from bastionctl.ssh.pipe import ChunkPipe, Redirect
 
@@ -75,6 +75,16 @@ def problems() -> list[str]:
         _parameters(paramiko.Transport, "_send_user_message") == ["self", "data"],
         "_send_user_message",
     )
+    for name in ("_next_channel", "_sanitize_window_size", "_sanitize_packet_size"):
+        expected = ["self"] if name == "_next_channel" else ["self", "window_size"]
+        if name == "_sanitize_packet_size":
+            expected = ["self", "max_packet_size"]
+        need(_parameters(paramiko.Transport, name) == expected, f"Transport.{name}")
+    need(_parameters(paramiko.Channel, "_set_transport") == ["self", "transport"], "_set_transport")
+    need(
+        _parameters(paramiko.Channel, "_set_window") == ["self", "window_size", "max_packet_size"],
+        "Channel._set_window",
+    )
     channel = paramiko.Channel(0)
     need(isinstance(getattr(channel, "in_buffer", None), _BufferedPipe), "Channel.in_buffer")
     need(isinstance(getattr(channel, "remote_chanid", None), int), "Channel.remote_chanid")
@@ -90,6 +100,13 @@ def problems() -> list[str]:
         need(isinstance(event, threading.Event), "Transport.clear_to_send")
         timeout = getattr(transport, "auth_timeout", None)
         need(isinstance(timeout, int | float), "Transport.auth_timeout")
+        # What open_started() does in open_channel()'s place.
+        need(isinstance(getattr(transport, "channel_events", None), dict), "channel_events")
+        need(isinstance(getattr(transport, "channels_seen", None), dict), "channels_seen")
+        channels = getattr(transport, "_channels", None)
+        need(callable(getattr(channels, "put", None)), "Transport._channels")
+        need(callable(getattr(channels, "get", None)), "Transport._channels")
+        need(callable(getattr(getattr(transport, "lock", None), "acquire", None)), "Transport.lock")
     finally:
         near.close()
         far.close()
@@ -129,6 +146,74 @@ def chunk_pipes() -> Iterator[None]:
         yield
     finally:
         _threads.chunk_pipes = False
+
+
+class _Answer:
+    """Stands in the transport's `channel_events` for the Event open_channel() would wait on:
+    paramiko calls set() (holding the transport's lock) when the server answers the open, and
+    when the transport ends."""
+
+    def __init__(
+        self,
+        transport: paramiko.Transport,
+        channel: paramiko.Channel,
+        answered: Callable[[paramiko.Channel | None, Exception | None], None],
+    ) -> None:
+        self._transport = transport
+        self._channel: paramiko.Channel | None = channel  # the map holds channels weakly
+        self._answered = answered
+
+    def set(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is None:
+            return
+        transport = self._transport
+        if transport._channels.get(channel.chanid) is channel and transport.active:  # type: ignore[attr-defined]
+            self._answered(channel, None)
+            return
+        # Refused (paramiko left the reason where open_channel() would fetch it), or the
+        # transport ended.
+        failure = transport.saved_exception
+        if isinstance(failure, paramiko.ChannelException):
+            transport.saved_exception = None
+        self._answered(None, failure)
+
+
+def open_started(
+    transport: paramiko.Transport,
+    destination: tuple[str, int],
+    origin: tuple[str, int],
+    window_size: int,
+    max_packet_size: int,
+    answered: Callable[[paramiko.Channel | None, Exception | None], None],
+) -> None:
+    """Send a `direct-tcpip` open and return at once: what Transport.open_channel() does up to
+    its wait. `answered(channel, None)` or `answered(None, exception or None)` runs in the
+    transport's thread, holding its lock: it must only hand the rest on. There is no timeout
+    here: the caller gives up on an open itself.
+    """
+    message = paramiko.Message()
+    with transport.lock:
+        window_size = transport._sanitize_window_size(window_size)  # type: ignore[attr-defined]
+        max_packet_size = transport._sanitize_packet_size(max_packet_size)  # type: ignore[attr-defined]
+        chanid = transport._next_channel()  # type: ignore[attr-defined]
+        message.add_byte(cMSG_CHANNEL_OPEN)
+        message.add_string("direct-tcpip")
+        message.add_int(chanid)
+        message.add_int(window_size)
+        message.add_int(max_packet_size)
+        message.add_string(destination[0])
+        message.add_int(destination[1])
+        message.add_string(origin[0])
+        message.add_int(origin[1])
+        with chunk_pipes():
+            channel = paramiko.Channel(chanid)
+        transport._channels.put(chanid, channel)  # type: ignore[attr-defined]
+        transport.channel_events[chanid] = _Answer(transport, channel, answered)  # type: ignore[assignment]
+        transport.channels_seen[chanid] = True
+        channel._set_transport(transport)  # type: ignore[attr-defined]
+        channel._set_window(window_size, max_packet_size)  # type: ignore[attr-defined]
+    transport._send_user_message(message)  # type: ignore[attr-defined]
 
 
 def redirect(channel: paramiko.Channel, target: Redirect) -> None:

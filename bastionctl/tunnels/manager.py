@@ -35,7 +35,7 @@ from bastionctl.errors import (
 from bastionctl.model import Bastion, Host, TunnelSpec
 from bastionctl.ssh import datapath
 from bastionctl.ssh.connect import Session, connect_bastion, connect_through, responsive
-from bastionctl.ssh.forward import LocalForwarder, open_direct
+from bastionctl.ssh.forward import LocalForwarder, Route, open_direct
 from bastionctl.tunnels.failures import FailureDigest
 from bastionctl.tunnels.ports import PortBook
 from bastionctl.tunnels.protocol import TunnelEvent, TunnelId, TunnelInfo, TunnelState
@@ -127,7 +127,12 @@ class ManagedTunnel:
         self.errors = 0
         self.waiting_for: str | None = None
         self.forwarder = LocalForwarder(
-            spec.bind, spec.local_port, self._open_channel, manager.data_path, self._failed_forward
+            spec.bind,
+            spec.local_port,
+            self._open_channel,
+            manager.data_path,
+            self._failed_forward,
+            self._route_now,
         )
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -277,6 +282,23 @@ class ManagedTunnel:
             if state is TunnelState.FAILED:
                 raise ConnectError(f"{label} failed; connection closed")
             raise ConnectError(f"{label} is {state.value}; connection refused")
+
+    def _route_now(self) -> Route | None:
+        """Where a new connection's channel opens without waiting: only while the tunnel is up
+        and its host's login alive (otherwise the connection takes _open_channel())."""
+        if self.state is not TunnelState.UP:
+            return None
+        _bastion, host = self._links()
+        transport = host.transport
+        if transport is None or not transport.is_active():
+            return None
+        spec = self.spec
+        return Route(
+            transport,
+            spec.host.alias,
+            (spec.remote_host, spec.remote_port),
+            self.session.settings.connect_timeout,
+        )
 
     def _open_channel(self, origin: tuple[str, int]) -> paramiko.Channel:
         spec = self.spec

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from paramiko.common import MSG_CHANNEL_OPEN
 
 from bastionctl.lab.standin import pattern
 from bastionctl.ssh import datapath, forward, seam, workers
@@ -259,6 +260,38 @@ def test_a_refused_forward_is_counted_and_the_tunnel_stays_up(
     assert info.last_error == expected
     assert info.state is TunnelState.UP and tunnel.state is TunnelState.UP
     assert info.connections == 0
+
+
+@FAST_ONLY
+def test_an_open_the_server_never_answers_is_given_up_after_the_timeout(
+    ssh_world: World, tunnels: Tunnels
+) -> None:
+    # While the tunnel is up, the accept thread sends the open and no thread waits for the
+    # answer (ssh.forward, _open_started); a watchdog gives up on it after connect_timeout.
+    tunnel = tunnels.open("server-02", "echo")
+    echo_roundtrip(tunnel.local_port, b"up")
+    assert tunnel.forwarder._watchdog is not None  # that connection took the quick path
+    target = ssh_world.targets["server-02"]
+    with target._lock:
+        transports = list(target._transports)
+    saved = [(t, t._handler_table[MSG_CHANNEL_OPEN]) for t in transports]  # type: ignore[attr-defined]
+    for transport in transports:
+        transport._handler_table[MSG_CHANNEL_OPEN] = lambda _message: None  # type: ignore[attr-defined]
+    try:
+        started = time.monotonic()
+        with connect(tunnel.local_port, timeout=15) as sock:
+            assert sock.recv(1) == b""  # closed, not left hanging
+        waited = time.monotonic() - started
+    finally:
+        for transport, handler in saved:
+            transport._handler_table[MSG_CHANNEL_OPEN] = handler  # type: ignore[attr-defined]
+    assert 4.5 <= waited < 9, waited  # connect_timeout = 5 in the world's config
+    assert wait_for(lambda: tunnel.info().errors == 1, 5)
+    assert tunnel.info().last_error == (
+        f"server-02 did not open a channel to localhost:{ssh_world.service_port('echo')} within 5 s"
+    )
+    echo_roundtrip(tunnel.local_port, b"still up")
+    assert tunnel.info().state is TunnelState.UP
 
 
 # --- many clients ------------------------------------------------------------------------------
