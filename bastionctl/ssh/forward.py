@@ -118,6 +118,9 @@ class Route:
     remote: tuple[str, int]
     timeout: float
 
+    def failure(self, exc: BaseException | None) -> ConnectError:
+        return open_failure(exc, self.transport, self.host, self.remote, self.timeout)
+
 
 RouteNow = Callable[[], "Route | None"]
 
@@ -301,9 +304,7 @@ class LocalForwarder:
         self, opening: _Opening, channel: paramiko.Channel | None, exc: Exception | None
     ) -> None:
         # The transport's thread, holding its lock: hand the rest to a worker.
-        with self._lock:
-            waited = self._opening.pop(opening, None) is not None
-        if not waited:  # given up meanwhile (timed out, or the forwarder closed)
+        if not self._claim(opening):  # given up meanwhile (timed out, or the forwarder closed)
             if channel is not None:
                 with contextlib.suppress(RuntimeError):
                     self._workers.submit(functools.partial(_close_channel, channel))
@@ -311,8 +312,7 @@ class LocalForwarder:
         if channel is not None:
             task = functools.partial(self._serve_opened, opening.client, channel)
         else:
-            route = opening.route
-            failure = open_failure(exc, route.transport, route.host, route.remote, route.timeout)
+            failure = opening.route.failure(exc)
             task = functools.partial(self._refused, opening.client, opening.peer, failure)
         try:
             self._workers.submit(task)
@@ -323,13 +323,14 @@ class LocalForwarder:
                 with self._lock:
                     self._unclosed[channel] = time.monotonic()
 
-    def _give_up(self, opening: _Opening, exc: BaseException | None) -> None:
+    def _claim(self, opening: _Opening) -> bool:
+        """Take `opening` off the waiting ones: False when its answer or give-up came first."""
         with self._lock:
-            waited = self._opening.pop(opening, None) is not None
-        if waited:
-            route = opening.route
-            failure = open_failure(exc, route.transport, route.host, route.remote, route.timeout)
-            self._refused(opening.client, opening.peer, failure)
+            return self._opening.pop(opening, None) is not None
+
+    def _give_up(self, opening: _Opening, exc: BaseException | None) -> None:
+        if self._claim(opening):
+            self._refused(opening.client, opening.peer, opening.route.failure(exc))
 
     def _watch(self) -> None:
         """Give up opens the server has not answered in time; leave when none was waiting

@@ -75,10 +75,11 @@ def problems() -> list[str]:
         _parameters(paramiko.Transport, "_send_user_message") == ["self", "data"],
         "_send_user_message",
     )
-    for name in ("_next_channel", "_sanitize_window_size", "_sanitize_packet_size"):
-        expected = ["self"] if name == "_next_channel" else ["self", "window_size"]
-        if name == "_sanitize_packet_size":
-            expected = ["self", "max_packet_size"]
+    for name, expected in (
+        ("_next_channel", ["self"]),
+        ("_sanitize_window_size", ["self", "window_size"]),
+        ("_sanitize_packet_size", ["self", "max_packet_size"]),
+    ):
         need(_parameters(paramiko.Transport, name) == expected, f"Transport.{name}")
     need(_parameters(paramiko.Channel, "_set_transport") == ["self", "transport"], "_set_transport")
     need(
