@@ -87,6 +87,11 @@ class DataPath:
             raise RuntimeError("the plain data path opens channels with open_channel()")
         seam.open_started(transport, destination, origin, WINDOW_SIZE, MAX_PACKET_SIZE, answered)
 
+    def send_now(self, channel: paramiko.Channel, take: Callable[[int], bytes]) -> int | None:
+        """(Fast path, in the transport's thread.) Send `take(limit)` on `channel` if that
+        cannot block (ssh.seam.send_now); None when it could, or on the plain path."""
+        return seam.send_now(channel, take) if self.fast else None
+
     def delivery(
         self,
         channel: paramiko.Channel,

@@ -59,7 +59,7 @@ class SocketDelivery:
         self._done = False
         self._then: list[Callable[[], None]] = []
         # A send that never blocks; where there is none (Windows) every packet takes run().
-        self._dontwait = api.nonblocking_send_flag()
+        self._dontwait = api.dontwait_flag()
 
     @property
     def queued(self) -> int:

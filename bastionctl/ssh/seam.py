@@ -1,8 +1,9 @@
 """Every private paramiko name bastionctl uses, in one place, with a check that they still fit.
 
-The fast data path (ssh.deliver, ssh.wire, ssh.pipe) reaches past paramiko's public API: it
-swaps a channel's receive buffer, reopens the channel window itself and sends that message
-from the transport's own thread. paramiko makes no promise about these names, so:
+The fast data path (ssh.deliver, ssh.wire, ssh.pipe, ssh.forward) reaches past paramiko's
+public API: it swaps a channel's receive buffer, reopens the channel window itself and sends
+that message, and a new channel's first data, from the transport's own thread. paramiko
+makes no promise about these names, so:
 
 - nothing here changes paramiko when imported; `install()` does, and only the tunnel manager
   calls it (through ssh.datapath), after `problems()` found every name as expected;
@@ -46,7 +47,7 @@ with _invoke_hidden():
     import paramiko
     import paramiko.buffered_pipe
     import paramiko.channel
-    from paramiko.common import cMSG_CHANNEL_OPEN, cMSG_CHANNEL_WINDOW_ADJUST
+    from paramiko.common import cMSG_CHANNEL_DATA, cMSG_CHANNEL_OPEN, cMSG_CHANNEL_WINDOW_ADJUST
 
     from bastionctl.ssh.pipe import ChunkPipe, Redirect
 
@@ -89,6 +90,10 @@ def problems() -> list[str]:
     channel = paramiko.Channel(0)
     need(isinstance(getattr(channel, "in_buffer", None), _BufferedPipe), "Channel.in_buffer")
     need(isinstance(getattr(channel, "remote_chanid", None), int), "Channel.remote_chanid")
+    # What send_now() does in Channel.send()'s place.
+    for name in ("out_window_size", "out_max_packet_size", "eof_sent"):
+        need(isinstance(getattr(channel, name, None), int), f"Channel.{name}")
+    need(callable(getattr(getattr(channel, "lock", None), "acquire", None)), "Channel.lock")
     near, far = socket.socketpair()
     try:
         transport = paramiko.Transport(near)  # never started: its attributes are all we read
@@ -248,6 +253,44 @@ def reopen_now(channel: paramiko.Channel, ack: int) -> bool:
             return False
         transport._send_message(_adjustment(channel, ack))  # type: ignore[attr-defined]
         return True
+    finally:
+        lock.release()
+
+
+def send_now(channel: paramiko.Channel, take: Callable[[int], bytes]) -> int | None:
+    """Send `take(limit)` as the channel's data from the transport's own thread, if that
+    cannot block: None when it could (a key exchange, another sender, no window), and then
+    `take` was not called; else the count sent (0: `take` had nothing).
+
+    What Channel.send() does, without its waits: those could wait for this very thread.
+    """
+    transport = channel.transport
+    if transport is None:
+        return None
+    lock = transport.clear_to_send_lock
+    if not lock.acquire(blocking=False):
+        return None
+    try:
+        if not transport.clear_to_send.is_set() or not channel.lock.acquire(blocking=False):
+            return None
+        try:
+            if channel.closed or channel.eof_sent:
+                return None
+            limit = min(channel.out_window_size, channel.out_max_packet_size - 64)
+            if limit <= 0:
+                return None
+            data = take(limit)
+            if not data:
+                return 0
+            channel.out_window_size -= len(data)
+        finally:
+            channel.lock.release()
+        message = paramiko.Message()
+        message.add_byte(cMSG_CHANNEL_DATA)
+        message.add_int(channel.remote_chanid)
+        message.add_string(data)
+        transport._send_message(message)  # type: ignore[attr-defined]
+        return len(data)
     finally:
         lock.release()
 

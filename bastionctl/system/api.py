@@ -93,8 +93,9 @@ def has(facility: str) -> bool:
     return facility not in lacking and _EXISTS[facility]()
 
 
-def nonblocking_send_flag() -> int | None:
-    """The flag that makes one send() return instead of blocking (MSG_DONTWAIT), if any."""
+def dontwait_flag() -> int | None:
+    """The flag that makes one send() or recv() return instead of blocking (MSG_DONTWAIT),
+    if any."""
     if sys.platform != "win32" and has("MSG_DONTWAIT"):
         return socket.MSG_DONTWAIT
     return None

@@ -12,11 +12,12 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import paramiko
 import pytest
-from paramiko.common import MSG_CHANNEL_OPEN
+from paramiko.common import DEFAULT_MAX_PACKET_SIZE, MSG_CHANNEL_OPEN
 
 from bastionctl.lab.standin import pattern
 from bastionctl.ssh import datapath, forward, seam, workers
@@ -31,6 +32,7 @@ from tests.ssh.helpers import (
     download,
     echo_roundtrip,
     read_exactly,
+    read_line,
     read_to_eof,
     refused_at_once,
     sha256,
@@ -38,6 +40,7 @@ from tests.ssh.helpers import (
     use_data_path,
     wait_for,
 )
+from tests.ssh.services import GREETING
 from tests.ssh.world import World
 
 # "fast-queued": the fast path with every write of a target's transport going through its
@@ -292,6 +295,104 @@ def test_an_open_the_server_never_answers_is_given_up_after_the_timeout(
     )
     echo_roundtrip(tunnel.local_port, b"still up")
     assert tunnel.info().state is TunnelState.UP
+
+
+@pytest.fixture
+def early_sends(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
+    """What each seam.send_now() call returned (the forwarder's first bytes, ssh.forward)."""
+    results: list[int | None] = []
+    real = seam.send_now
+
+    def recorded(channel: paramiko.Channel, take: Callable[[int], bytes]) -> int | None:
+        result = real(channel, take)
+        results.append(result)
+        return result
+
+    monkeypatch.setattr(seam, "send_now", recorded)
+    return results
+
+
+@FAST_ONLY
+def test_a_client_that_speaks_first_has_its_first_packet_sent_with_the_open_answer(
+    ssh_world: World, tunnels: Tunnels, early_sends: list[int | None]
+) -> None:
+    # The open's answer waits until the client has sent everything: the transport's thread
+    # then sends one packet's worth itself, and the worker the rest, in order.
+    tunnel = tunnels.open("server-02", "echo")
+    echo_roundtrip(tunnel.local_port, b"up")
+    early_sends.clear()
+    sent = threading.Event()
+    target = ssh_world.targets["server-02"]
+    with target._lock:
+        transports = list(target._transports)
+    saved = [(t, t._handler_table[MSG_CHANNEL_OPEN]) for t in transports]  # type: ignore[attr-defined]
+    for transport, handler in saved:
+
+        def held(message: paramiko.Message, handler: Callable[..., None] = handler) -> None:
+            sent.wait(10)
+            handler(message)
+
+        transport._handler_table[MSG_CHANNEL_OPEN] = held  # type: ignore[attr-defined]
+    data = os.urandom(100 * 1024)
+    try:
+        with connect(tunnel.local_port) as sock:
+            sock.sendall(data)
+            sent.set()
+            count, digest = read_exactly(sock, len(data))
+    finally:
+        for transport, handler in saved:
+            transport._handler_table[MSG_CHANNEL_OPEN] = handler  # type: ignore[attr-defined]
+    assert (count, digest) == (len(data), sha256(data))
+    assert early_sends == [DEFAULT_MAX_PACKET_SIZE - 64]  # as much as the server takes at once
+    assert wait_for(lambda: tunnel.info().bytes_out == 2 + len(data), 5)
+
+
+@FAST_ONLY
+def test_a_service_that_speaks_first_gets_nothing_early(
+    tunnels: Tunnels, early_sends: list[int | None]
+) -> None:
+    tunnel = tunnels.open("server-02", "greeter")
+    with connect(tunnel.local_port) as sock:
+        assert read_line(sock) == GREETING
+        sock.sendall(b"hello\n")
+        assert read_line(sock) == b"hello\n"
+    assert early_sends == [0]
+
+
+@FAST_ONLY
+def test_send_now_takes_nothing_when_sending_could_wait(ssh_world: World, tunnels: Tunnels) -> None:
+    tunnel = tunnels.open("server-02", "echo")
+    echo_roundtrip(tunnel.local_port, b"up")
+    transport = tunnel._links()[1].transport
+    assert transport is not None
+    echo = ("localhost", ssh_world.service_port("echo"))
+    channel = datapath.FAST.open_channel(transport, echo, ("127.0.0.1", 1), 5)
+    asked: list[int] = []
+
+    def take(limit: int) -> bytes:
+        asked.append(limit)
+        return b"abc"
+
+    try:
+        with transport.clear_to_send_lock:  # another sender, or a key exchange, holds it
+            assert seam.send_now(channel, take) is None
+        with channel.lock:  # a sender of this channel holds it
+            assert seam.send_now(channel, take) is None
+        window = channel.out_window_size
+        channel.out_window_size = 0
+        assert seam.send_now(channel, take) is None
+        channel.out_window_size = window
+        assert asked == []
+        assert seam.send_now(channel, take) == 3
+        assert asked == [min(window, channel.out_max_packet_size - 64)]
+        assert channel.out_window_size == window - 3
+        assert seam.send_now(channel, lambda _limit: b"") == 0
+        channel.settimeout(5)
+        assert channel.recv(3) == b"abc"
+    finally:
+        channel.close()
+    assert seam.send_now(channel, take) is None
+    assert len(asked) == 1
 
 
 # --- many clients ------------------------------------------------------------------------------
