@@ -332,7 +332,11 @@ class LocalForwarder:
         client that speaks first (RDP, HTTP) waits one hand-over less."""
         if self._dontwait is None:
             return
-        sent = self.path.send_now(channel, functools.partial(_take, client, self._dontwait))
+        take = functools.partial(_take, client, self._dontwait)
+        try:
+            sent = self.path.send_now(channel, take)
+        except (OSError, EOFError, paramiko.SSHException):
+            return  # the link failed: its transport ends, closing the channel and the client
         if sent:
             with self._lock:
                 self.bytes_out += sent

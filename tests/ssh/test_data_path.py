@@ -360,6 +360,22 @@ def test_a_service_that_speaks_first_gets_nothing_early(
 
 
 @FAST_ONLY
+def test_an_error_sending_early_stays_out_of_paramikos_handler(
+    tunnels: Tunnels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # send_now() runs inside paramiko's handling of the open's answer: what it raises must not
+    # reach paramiko, which would end the transport for it.
+    def failing(_channel: paramiko.Channel, _take: Callable[[int], bytes]) -> int | None:
+        raise OSError("the jump channel failed")
+
+    tunnel = tunnels.open("server-02", "echo")
+    echo_roundtrip(tunnel.local_port, b"up")
+    monkeypatch.setattr(seam, "send_now", failing)
+    echo_roundtrip(tunnel.local_port, b"sent by the worker")
+    assert tunnel.info().state is TunnelState.UP and tunnel.info().errors == 0
+
+
+@FAST_ONLY
 def test_send_now_takes_nothing_when_sending_could_wait(ssh_world: World, tunnels: Tunnels) -> None:
     tunnel = tunnels.open("server-02", "echo")
     echo_roundtrip(tunnel.local_port, b"up")
