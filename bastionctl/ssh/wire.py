@@ -181,7 +181,10 @@ class JumpSocket(ReadAhead):
             self._closed = True
             self._out_failed = self._out_failed or "the jump channel is closed"
             self._out_cv.notify_all()
-        self._channel.close()
+        # paramiko's inner transport calls this as its thread ends; the bastion's transport
+        # may be failing at that moment, and its error must not end that thread with a trace.
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            self._channel.close()
         self._sock.close()
         self._near.close()
 

@@ -376,6 +376,22 @@ def test_an_error_sending_early_stays_out_of_paramikos_handler(
 
 
 @FAST_ONLY
+def test_the_jump_socket_closes_quietly_when_the_bastion_link_just_failed(
+    tunnels: Tunnels,
+) -> None:
+    # The target's transport closes its jump socket as its thread ends, often because the
+    # bastion's transport is failing: its packetizer is closed before its channels are.
+    tunnel = tunnels.open("server-02", "echo")
+    echo_roundtrip(tunnel.local_port, b"up")
+    bastion, target = (link.transport for link in tunnel._links())
+    assert bastion is not None and target is not None
+    jump = target.sock
+    assert isinstance(jump, JumpSocket)
+    bastion.packetizer.close()  # what a failing link does first: the next write raises
+    jump.close()  # no EOFError from closing the bastion's channel
+
+
+@FAST_ONLY
 def test_send_now_takes_nothing_when_sending_could_wait(ssh_world: World, tunnels: Tunnels) -> None:
     tunnel = tunnels.open("server-02", "echo")
     echo_roundtrip(tunnel.local_port, b"up")
