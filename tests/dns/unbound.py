@@ -53,10 +53,23 @@ class Unbound:
         return f"127.0.0.1:{self.port}"
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.bind(("127.0.0.1", 0))
-        return int(udp.getsockname()[1])
+# Starts tried: the port chosen may still be taken before unbound binds it.
+ATTEMPTS = 3
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 for UDP and TCP: unbound listens on both, and exits when the
+    TCP one is taken (by the local end of a connection, of which the lab tests make many)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
 
 
 def start(directory: Path, dns64_prefix: str | None) -> Unbound:
@@ -67,7 +80,34 @@ def start(directory: Path, dns64_prefix: str | None) -> Unbound:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "lab.zone").write_text(ZONE_FILE)
     (directory / "ipv4only.zone").write_text(IPV4ONLY_FILE)
-    port = free_udp_port()
+    log = directory / "unbound.log"
+    errors = directory / "unbound.stderr"  # what it says before its log is open (a bind)
+    said: list[str] = []
+    for _attempt in range(ATTEMPTS):
+        port = free_port()
+        conf = directory / "unbound.conf"
+        conf.write_text(_config(directory, port, dns64_prefix))
+        check = subprocess.run(["unbound-checkconf", str(conf)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        with errors.open("wb") as stderr:
+            process = subprocess.Popen(
+                ["unbound", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=stderr
+            )
+        server = Unbound(port, process.pid, log)
+        deadline = time.monotonic() + 10
+        while process.poll() is None:
+            if _udp_listening(port):
+                return server
+            if time.monotonic() > deadline:
+                stop(server)
+                raise AssertionError("unbound did not start listening")
+            time.sleep(0.05)
+        logged = log.read_text().strip() if log.exists() else ""
+        said.append(" ".join(filter(None, (errors.read_text().strip(), logged))) or "no word")
+    raise AssertionError(f"unbound exited {ATTEMPTS} times: " + " | ".join(said))
+
+
+def _config(directory: Path, port: int, dns64_prefix: str | None) -> str:
     # dns64 synthesises only for data that comes "from upstream": auth-zones must be
     # for-upstream and not for-downstream, or they answer before dns64 sees them.
     downstream = "no" if dns64_prefix else "yes"
@@ -103,23 +143,7 @@ def start(directory: Path, dns64_prefix: str | None) -> Unbound:
             f"  for-downstream: {downstream}",
             "  fallback-enabled: no",
         ]
-    conf = directory / "unbound.conf"
-    conf.write_text("\n".join(lines) + "\n")
-    check = subprocess.run(["unbound-checkconf", str(conf)], capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
-    log = directory / "unbound.log"
-    process = subprocess.Popen(
-        ["unbound", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    server = Unbound(port, process.pid, log)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if _udp_listening(port):
-            return server
-        assert process.poll() is None, log.read_text() if log.exists() else "unbound exited"
-        time.sleep(0.05)
-    stop(server)
-    raise AssertionError("unbound did not start listening")
+    return "\n".join(lines) + "\n"
 
 
 def _udp_listening(port: int) -> bool:
