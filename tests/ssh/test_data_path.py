@@ -408,6 +408,11 @@ def test_send_now_takes_nothing_when_sending_could_wait(ssh_world: World, tunnel
     try:
         with transport.clear_to_send_lock:  # another sender, or a key exchange, holds it
             assert seam.send_now(channel, take) is None
+        transport.clear_to_send.clear()  # a key exchange under way: only its end sets it
+        try:
+            assert seam.send_now(channel, take) is None
+        finally:
+            transport.clear_to_send.set()
         with channel.lock:  # a sender of this channel holds it
             assert seam.send_now(channel, take) is None
         window = channel.out_window_size
