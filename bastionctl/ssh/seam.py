@@ -245,16 +245,25 @@ def reopen_now(channel: paramiko.Channel, ack: int) -> bool:
     transport = channel.transport
     if transport is None:
         return True
-    lock = transport.clear_to_send_lock
-    if not lock.acquire(blocking=False):
+    if not _send_lock_now(transport):
         return False
     try:
-        if not transport.clear_to_send.is_set():
-            return False
         transport._send_message(_adjustment(channel, ack))  # type: ignore[attr-defined]
         return True
     finally:
-        lock.release()
+        transport.clear_to_send_lock.release()
+
+
+def _send_lock_now(transport: paramiko.Transport) -> bool:
+    """Take the transport's send lock if that needs no wait and no key exchange is under way
+    (only the transport's thread can finish one): True when taken, for the caller to release."""
+    lock = transport.clear_to_send_lock
+    if not lock.acquire(blocking=False):
+        return False
+    if transport.clear_to_send.is_set():
+        return True
+    lock.release()
+    return False
 
 
 def send_now(channel: paramiko.Channel, take: Callable[[int], bytes]) -> int | None:
@@ -265,13 +274,10 @@ def send_now(channel: paramiko.Channel, take: Callable[[int], bytes]) -> int | N
     What Channel.send() does, without its waits: those could wait for this very thread.
     """
     transport = channel.transport
-    if transport is None:
-        return None
-    lock = transport.clear_to_send_lock
-    if not lock.acquire(blocking=False):
+    if transport is None or not _send_lock_now(transport):
         return None
     try:
-        if not transport.clear_to_send.is_set() or not channel.lock.acquire(blocking=False):
+        if not channel.lock.acquire(blocking=False):
             return None
         try:
             if channel.closed or channel.eof_sent:
@@ -292,7 +298,7 @@ def send_now(channel: paramiko.Channel, take: Callable[[int], bytes]) -> int | N
         transport._send_message(message)  # type: ignore[attr-defined]
         return len(data)
     finally:
-        lock.release()
+        transport.clear_to_send_lock.release()
 
 
 def reopen(channel: paramiko.Channel, ack: int) -> None:
